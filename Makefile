@@ -1,0 +1,50 @@
+# Two commands for a fresh machine: `make serve` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Debian packages the tests and benchmarks use: perf_analyzer's libb64, espeak-ng for synthetic speech,
+# Chromium for the web-page tests, docker-compose/nginx for the deployment tests.
+APT_PACKAGES ?= libb64-0d espeak-ng chromium docker-compose nginx
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps weights serve triton test unit bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[embedded,test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+weights: venv
+	$(BIN)/python -m whisper_triton.weights provision
+
+serve: venv weights
+	$(BIN)/python -m whisper_triton.server serve
+
+triton: venv weights
+	$(BIN)/python -m whisper_triton.server triton
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: system-deps venv weights
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+bench: system-deps venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

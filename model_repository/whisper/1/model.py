@@ -1,0 +1,63 @@
+"""Triton Python-backend model for Whisper: the TritonPythonModel lifecycle and nothing else.
+
+All Whisper logic (windows, batching, prompts, guards, segments) lives in the ``whisper_triton``
+package, which is installed in the same environment as this stub and unit-tested without Triton.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from whisper_triton.config import EngineConfig
+from whisper_triton.engine import WhisperEngine
+from whisper_triton.triton_io import parse_request, result_tensors
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+log = logging.getLogger("whisper_triton.model")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        model_config = json.loads(args["model_config"])
+        # Settings are read once; a bad value raises here and the model fails to load, with its name.
+        self.config = EngineConfig.from_parameters(model_config.get("parameters", {}))
+        gpu = args.get("model_instance_kind") == "GPU"
+        self.engine = WhisperEngine(
+            self.config,
+            device="cuda" if gpu else "cpu",
+            device_index=int(args.get("model_instance_device_id") or 0),
+            model_dir=Path(args["model_repository"]),
+        )
+        self.engine.warmup()
+
+    def execute(self, requests):
+        parsed = []
+        for request in requests:
+            try:
+                parsed.append(parse_request(request))
+            except ValueError as exc:
+                parsed.append(exc)
+        valid = [p for p in parsed if not isinstance(p, Exception)]
+        try:
+            results = iter(self.engine.transcribe(valid))
+        except Exception:  # a bug must not leak a traceback to clients; it fails this batch only
+            log.exception("transcription failed for a batch of %d requests", len(valid))
+            error = pb_utils.TritonError("internal error while transcribing; see the server log")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+
+        responses = []
+        for item in parsed:
+            outcome = item if isinstance(item, Exception) else next(results)
+            if isinstance(outcome, Exception):
+                error = pb_utils.TritonError(str(outcome), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            else:
+                tensors = [pb_utils.Tensor(name, array) for name, array in result_tensors(outcome).items()]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def finalize(self):
+        self.engine = None

@@ -1,0 +1,159 @@
+"""Unit tests for the plain modules behind model.py: no Triton, no weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whisper_triton.batching import plan_batches
+from whisper_triton.config import EngineConfig
+from whisper_triton.features import FULL_CONTEXT_FRAMES, batch_features, context_frames
+from whisper_triton.guards import GuardConfig, Verdict, assess, compression_ratio
+from whisper_triton.segments import split_by_timestamps
+from whisper_triton.triton_io import parse_request, result_tensors
+from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
+from whisper_triton.windows import Span, fixed_windows, merge_spans
+
+SR = 16000
+TB = 50364  # timestamp_begin of the multilingual vocabulary
+
+
+# ---------------------------------------------------------------- windows
+def test_merge_spans_joins_neighbours_up_to_30s():
+    spans = [Span(0, 5 * SR), Span(6 * SR, 20 * SR), Span(21 * SR, 29 * SR), Span(31 * SR, 40 * SR)]
+    assert merge_spans(spans, 30 * SR) == [Span(0, 29 * SR), Span(31 * SR, 40 * SR)]
+
+
+def test_merge_spans_splits_a_span_longer_than_the_window():
+    assert merge_spans([Span(0, 70 * SR)], 30 * SR) == [Span(0, 30 * SR), Span(30 * SR, 60 * SR), Span(60 * SR, 70 * SR)]
+
+
+def test_merge_spans_of_nothing_is_nothing():
+    assert merge_spans([], 30 * SR) == []
+
+
+def test_fixed_windows_cover_the_audio():
+    assert fixed_windows(65 * SR, 30 * SR) == [Span(0, 30 * SR), Span(30 * SR, 60 * SR), Span(60 * SR, 65 * SR)]
+    assert fixed_windows(0, 30 * SR) == []
+
+
+# ---------------------------------------------------------------- features
+def test_context_is_longest_window_with_floor_and_cap():
+    assert context_frames(3 * SR, floor_s=15) == 1500
+    assert context_frames(int(20.005 * SR), floor_s=15) == 2002  # rounded up to even
+    assert context_frames(40 * SR, floor_s=15) == FULL_CONTEXT_FRAMES
+    assert context_frames(3 * SR, floor_s=15, full=True) == FULL_CONTEXT_FRAMES
+
+
+def test_batch_features_pad_to_context():
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    extractor = FeatureExtractor(feature_size=80)
+    rng = np.random.default_rng(0)
+    feats = batch_features(extractor, [rng.standard_normal(SR).astype(np.float32) * 0.1, np.zeros(3 * SR, np.float32)], 1500)
+    assert feats.shape == (2, 80, 1500) and feats.dtype == np.float32
+    # Frames past the clip are zero-padded audio: they all hold the clip's floor value.
+    assert np.allclose(feats[0, :, 200:], feats[0, :, 200:].min())
+
+
+# ---------------------------------------------------------------- batching
+def test_plan_batches_groups_by_key_and_sorts_by_length():
+    keys = [(5, 0.0), (5, 0.0), (1, 0.5), (5, 0.0), (5, 0.0), (5, 0.0)]
+    lengths = [10, 50, 30, 40, 20, 60]
+    batches = plan_batches(keys, lengths, max_batch=2)
+    assert sorted(map(sorted, batches)) == sorted(map(sorted, [[5, 1], [3, 4], [0], [2]]))
+    assert [5, 1] in batches  # longest two together
+
+
+def test_plan_batches_rejects_zero():
+    with pytest.raises(ValueError):
+        plan_batches([0], [1], 0)
+
+
+# ---------------------------------------------------------------- guards
+def test_guards():
+    cfg = GuardConfig()
+    assert assess("hello there, how are you", -0.3, 0.01, cfg) is Verdict.OK
+    assert assess("the the the the " * 30, -0.2, 0.01, cfg) is Verdict.RETRY
+    assert compression_ratio("the the the the " * 30) > 2.4
+    assert assess("hello", -1.5, 0.1, cfg) is Verdict.RETRY
+    assert assess("hello", -1.5, 0.9, cfg) is Verdict.SILENCE
+    assert compression_ratio("") == 0.0
+
+
+# ---------------------------------------------------------------- segments
+def test_split_by_timestamp_pairs():
+    tokens = [TB + 0, 1, 2, TB + 120, TB + 120, 3, 4, TB + 250]
+    segs = split_by_timestamps(tokens, TB, window_duration=6.0, offset=10.0)
+    assert [(s.start, s.end) for s in segs] == [(10.0, 12.4), (12.4, 15.0)]
+    assert segs[0].tokens == [TB, 1, 2, TB + 120]
+
+
+def test_split_without_timestamps_spans_the_window():
+    segs = split_by_timestamps([1, 2, 3], TB, window_duration=4.5, offset=2.0)
+    assert [(s.start, s.end, s.tokens) for s in segs] == [(2.0, 6.5, [1, 2, 3])]
+
+
+def test_split_clamps_to_window_and_drops_empty():
+    segs = split_by_timestamps([TB, 1, TB + 1400, TB + 1400], TB, window_duration=5.0, offset=0.0)
+    assert [(s.start, s.end) for s in segs] == [(0.0, 5.0)]
+    assert split_by_timestamps([TB, TB + 10], TB, 5.0, 0.0) == []
+
+
+def test_split_unfinished_tail_runs_to_window_end():
+    segs = split_by_timestamps([TB, 1, TB + 50, TB + 50, 2, 3], TB, window_duration=3.0, offset=0.0)
+    assert [(s.start, s.end) for s in segs] == [(0.0, 1.0), (1.0, 3.0)]
+
+
+# ---------------------------------------------------------------- config
+def test_config_from_triton_parameters():
+    cfg = EngineConfig.from_parameters({"beam_size": {"string_value": "3"}, "vad": {"string_value": "false"},
+                                        "fallback_temperatures": {"string_value": "0.0, 0.5"}})
+    assert (cfg.beam_size, cfg.vad, cfg.fallback_temperatures) == (3, False, (0.0, 0.5))
+
+
+@pytest.mark.parametrize("key,value", [("beam_size", "zero"), ("beam_size", "0"), ("vad", "maybe"), ("device", "tpu"),
+                                       ("context_floor_s", "40")])
+def test_config_errors_name_the_parameter(key, value):
+    with pytest.raises(ValueError, match=f"parameter '{key}'"):
+        EngineConfig.from_parameters({key: {"string_value": value}})
+
+
+# ---------------------------------------------------------------- triton io
+def _getter(tensors):
+    return lambda _request, name: tensors.get(name)
+
+
+def test_parse_request_reads_optional_inputs():
+    tensors = {"AUDIO": np.ones((1, 800), np.float32), "LANGUAGE": np.array([[b"zh"]], dtype=object),
+               "TASK": np.array([[b"translate"]], dtype=object), "WORD_TIMESTAMPS": np.array([[True]]),
+               "BEAM_SIZE": np.array([[2]], np.int32), "TEMPERATURE": np.array([[0.0]], np.float32)}
+    req = parse_request(None, _getter(tensors))
+    assert req.audio.shape == (800,)
+    assert (req.options.language, req.options.task, req.options.word_timestamps, req.options.beam_size) == ("zh", "translate", True, 2)
+
+
+def test_parse_request_audio_only_defaults():
+    req = parse_request(None, _getter({"AUDIO": np.ones((1, 10), np.float32)}))
+    assert req.options.language is None and req.options.task == "transcribe" and req.options.prompt == ""
+
+
+@pytest.mark.parametrize("tensors,message", [
+    ({}, "AUDIO is required"),
+    ({"AUDIO": np.ones((2, 10), np.float32)}, "one mono clip"),
+    ({"AUDIO": np.ones((1, 10), np.float64)}, "FP32"),
+    ({"AUDIO": np.ones((1, 10), np.float32), "LANGUAGE": np.array([[b"\xff"]], dtype=object)}, "UTF-8"),
+])
+def test_parse_request_errors(tensors, message):
+    with pytest.raises(InvalidRequest, match=message):
+        parse_request(None, _getter(tensors))
+
+
+def test_result_tensors_shape_and_json():
+    import json
+
+    result = Transcription("hi", [Segment(0, 0.0, 1.0, " hi", -0.1, 0.0, 1.0, 0.0, [Word(" hi", 0.0, 0.5, 0.9)])], "en", 1.0)
+    out = result_tensors(result)
+    assert {k: v.shape for k, v in out.items()} == {"TEXT": (1, 1), "SEGMENTS": (1, 1), "LANGUAGE": (1, 1), "DURATION": (1, 1)}
+    segments = json.loads(out["SEGMENTS"][0, 0])
+    assert segments[0]["words"][0] == {"word": " hi", "start": 0.0, "end": 0.5, "probability": 0.9}

@@ -1,0 +1,114 @@
+"""Engine settings, read once from the ``parameters`` block of a model's config.pbtxt.
+
+A bad value fails the model load with a message that names the parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    items = tuple(float(v) for v in value.split(",") if v.strip())
+    if not items:
+        raise ValueError("expected a comma-separated list of numbers")
+    return items
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "bundled:base"
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "int8"
+    cpu_threads: int = 1
+    beam_size: int = 5
+    max_batch_windows: int = 4
+    context_floor_s: float = 15.0
+    vad: bool = True
+    vad_threshold: float = 0.5
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    fallback_temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    max_audio_s: float = 4 * 3600.0
+    best_of: int = 5
+    download_root: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any], **overrides: Any) -> "EngineConfig":
+        """Build from Triton's parameters (``{"key": {"string_value": "..."}}``) or a plain dict."""
+        known = {f.name: f for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"}
+        values: dict[str, Any] = {}
+        extra: dict[str, str] = {}
+        for key, raw in parameters.items():
+            text = raw.get("string_value", "") if isinstance(raw, Mapping) else str(raw)
+            if key not in known:
+                extra[key] = text
+                continue
+            try:
+                values[key] = _PARSERS.get(key, _parser_for(known[key].type))(text)
+            except ValueError as exc:
+                raise ValueError(f"config.pbtxt parameter '{key}': {exc}") from None
+        values.update(overrides)
+        config = cls(**values, extra=extra)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for name, check, why in _CHECKS:
+            if not check(getattr(self, name)):
+                raise ValueError(f"config.pbtxt parameter '{name}': {why}, got {getattr(self, name)!r}")
+
+
+def _parser_for(type_name: Any) -> Callable[[str], Any]:
+    name = getattr(type_name, "__name__", str(type_name))
+    if name == "int":
+        return lambda v: int(v.strip())
+    if name == "float":
+        return lambda v: float(v.strip())
+    if name == "bool":
+        return _bool
+    return lambda v: v.strip()
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "cpu_threads": lambda v: int(v.strip()),
+    "beam_size": lambda v: int(v.strip()),
+    "max_batch_windows": lambda v: int(v.strip()),
+    "best_of": lambda v: int(v.strip()),
+    "context_floor_s": lambda v: float(v.strip()),
+    "vad_threshold": lambda v: float(v.strip()),
+    "compression_ratio_threshold": lambda v: float(v.strip()),
+    "log_prob_threshold": lambda v: float(v.strip()),
+    "no_speech_threshold": lambda v: float(v.strip()),
+    "max_audio_s": lambda v: float(v.strip()),
+    "vad": _bool,
+    "fallback_temperatures": _floats,
+}
+
+_CHECKS = (
+    ("model", lambda v: bool(v), "must name a model"),
+    ("device", lambda v: v in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+    ("compute_type", lambda v: bool(v), "must name a CTranslate2 compute type"),
+    ("cpu_threads", lambda v: v >= 0, "must be >= 0"),
+    ("beam_size", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
+    ("max_batch_windows", lambda v: 1 <= v <= 256, "must be between 1 and 256"),
+    ("best_of", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
+    ("context_floor_s", lambda v: 1.0 <= v <= 30.0, "must be between 1 and 30 seconds"),
+    ("vad_threshold", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("compression_ratio_threshold", lambda v: v > 1.0, "must be > 1"),
+    ("no_speech_threshold", lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1"),
+    ("fallback_temperatures", lambda v: all(0.0 <= t <= 1.0 for t in v), "temperatures must be within [0, 1]"),
+    ("max_audio_s", lambda v: v > 0, "must be > 0"),
+)

@@ -1,0 +1,337 @@
+"""The batched Whisper pipeline: many requests in, one transcription each out.
+
+``WhisperEngine.transcribe(requests)`` takes every request Triton handed to one ``execute()`` call:
+
+1. each request's audio is cut into windows of at most 30 s (``windows``);
+2. the windows of *all* requests are grouped into batches (``batching``) and each batch is encoded
+   once at the context of its longest window (``features``); the language of windows that need it is
+   detected from the same encoder output; one ``generate`` call decodes the whole batch;
+3. windows that fail Whisper's guards (``guards``) are re-decoded at full context, then at rising
+   temperatures;
+4. segments are mapped back to each request's timeline (``segments``), with word timestamps from
+   cross-attention alignment where asked.
+
+One instance of this class is owned by one Triton model instance (one process), so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
+
+from . import weights
+from .batching import plan_batches
+from .config import EngineConfig
+from .features import batch_features, context_frames, frames_for
+from .guards import GuardConfig, Verdict, assess, better, compression_ratio
+from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
+from .segments import split_by_timestamps
+from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
+from .windows import plan_windows
+
+log = logging.getLogger("whisper_triton.engine")
+
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass
+class _Job:
+    """One window of one request, and the best decoding of it so far."""
+
+    request: int
+    start: int  # samples in the request's audio
+    end: int
+    audio: np.ndarray
+    language: Optional[str]
+    task: str
+    prompt_tokens: list[int]
+    beam_size: int
+    temperature: float
+    word_timestamps: bool
+    language_probability: float = 1.0
+    tokens: list[int] = field(default_factory=list)
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    ratio: float = 0.0
+    verdict: Verdict = Verdict.RETRY
+    used_temperature: float = 0.0
+    retried: bool = False
+
+    @property
+    def samples(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class EngineStats:
+    windows: int = 0
+    batches: int = 0
+    fallbacks: int = 0
+    last_batch_sizes: list[int] = field(default_factory=list)
+
+
+class WhisperEngine:
+    def __init__(self, config: EngineConfig, device: str = "cpu", device_index: int = 0, model_dir=None):
+        self.config = config
+        model_path = weights.resolve(config.model, model_dir)
+        if config.device != "auto":
+            device = config.device
+        started = time.perf_counter()
+        try:
+            self.model = WhisperModel(
+                model_path,
+                device=device,
+                device_index=device_index,
+                compute_type=config.compute_type,
+                cpu_threads=config.cpu_threads,
+                num_workers=1,
+                download_root=config.download_root or str(weights.cache_dir() / "hub"),
+            )
+        except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError with useful text
+            raise weights.ModelError(f"cannot load model '{config.model}' ({model_path}): {exc}") from exc
+        self.ct2: ctranslate2.models.Whisper = self.model.model
+        self.multilingual = self.model.model.is_multilingual
+        self.guard = GuardConfig(config.compression_ratio_threshold, config.log_prob_threshold, config.no_speech_threshold)
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        self.stats = EngineStats()
+        log.info("loaded %s on %s (%s) in %.1fs", model_path, device, config.compute_type, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ helpers
+    def tokenizer(self, language: Optional[str], task: str) -> Tokenizer:
+        key = (language or "en", task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=key[0])
+        return self._tokenizers[key]
+
+    def _has_token(self, token: str) -> bool:
+        return self.model.hf_tokenizer.token_to_id(token) is not None
+
+    def validate(self, request: TranscriptionRequest) -> TranscriptionRequest:
+        audio = request.audio
+        if audio.ndim != 1:
+            raise InvalidRequest(f"AUDIO must be one mono clip (shape [1, samples]); got shape {list(audio.shape)}")
+        if audio.size == 0:
+            raise InvalidRequest("AUDIO is empty")
+        if not np.isfinite(audio).all():
+            raise InvalidRequest("AUDIO contains NaN or infinite samples")
+        if request.duration > self.config.max_audio_s:
+            raise InvalidRequest(f"AUDIO is {request.duration:.0f} s long; the limit is {self.config.max_audio_s:.0f} s")
+        opts = request.options
+        language = normalize_language(opts.language, self.multilingual, self._has_token)
+        task = normalize_task(opts.task, self.multilingual)
+        if not 0 <= opts.beam_size <= 16:
+            raise InvalidRequest(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
+        if not 0.0 <= opts.temperature <= 1.0:
+            raise InvalidRequest(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
+        from dataclasses import replace
+
+        return TranscriptionRequest(audio, replace(opts, language=language, task=task))
+
+    # ------------------------------------------------------------------ pipeline
+    def transcribe(self, requests: list[TranscriptionRequest]) -> list[Union[Transcription, InvalidRequest]]:
+        results: list[Union[Transcription, InvalidRequest, None]] = [None] * len(requests)
+        jobs: list[_Job] = []
+        valid: dict[int, TranscriptionRequest] = {}
+        for index, raw in enumerate(requests):
+            try:
+                request = self.validate(raw)
+            except InvalidRequest as exc:
+                results[index] = exc
+                continue
+            valid[index] = request
+            opts = request.options
+            prompt_tokens = encode_prompt(self.tokenizer(opts.language, opts.task), opts.prompt)
+            for span in plan_windows(request.audio, self.config.vad, self.config.vad_threshold):
+                jobs.append(
+                    _Job(
+                        request=index, start=span.start, end=span.end, audio=request.audio[span.start:span.end],
+                        language=opts.language, task=opts.task, prompt_tokens=prompt_tokens,
+                        beam_size=opts.beam_size or self.config.beam_size, temperature=opts.temperature,
+                        word_timestamps=opts.word_timestamps,
+                    )
+                )
+        self.stats.windows += len(jobs)
+        self.stats.last_batch_sizes = []
+
+        self._decode(jobs, full_context=False, temperature=None)
+        failed = [j for j in jobs if j.verdict is Verdict.RETRY]
+        self.stats.fallbacks += len(failed)
+        for step, temperature in enumerate(self._fallback_schedule()):
+            failed = [j for j in failed if j.verdict is Verdict.RETRY]
+            if not failed:
+                break
+            for job in failed:
+                job.retried = True
+            self._decode(failed, full_context=True, temperature=temperature, keep_best=True)
+
+        self._add_word_timestamps([j for j in jobs if j.word_timestamps and j.verdict is not Verdict.SILENCE and j.tokens])
+
+        by_request: dict[int, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            by_request[job.request].append(job)
+        for index, request in valid.items():
+            results[index] = self._assemble(request, by_request.get(index, []))
+        return results  # type: ignore[return-value]
+
+    def _fallback_schedule(self) -> list[float]:
+        """Full context at temperature 0 first (the trimmed context is the usual culprit), then higher ones."""
+        temps = [t for t in self.config.fallback_temperatures if t > 0]
+        return [0.0, *temps]
+
+    def _decode(self, jobs: list[_Job], full_context: bool, temperature: Optional[float], keep_best: bool = False) -> None:
+        if not jobs:
+            return
+        temps = [j.temperature if temperature is None else temperature for j in jobs]
+        keys = [(j.beam_size, t) for j, t in zip(jobs, temps)]
+        for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
+            batch = [jobs[i] for i in batch_ids]
+            beam_size, temp = keys[batch_ids[0]]
+            self._decode_batch(batch, full_context, beam_size, temp, keep_best)
+
+    def _decode_batch(self, batch: list[_Job], full_context: bool, beam_size: int, temperature: float, keep_best: bool) -> None:
+        n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s, full=full_context)
+        features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
+        encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        self.stats.batches += 1
+        self.stats.last_batch_sizes.append(len(batch))
+
+        if self.multilingual and any(j.language is None for j in batch):
+            detected = self.ct2.detect_language(encoded)
+            for job, ranking in zip(batch, detected):
+                if job.language is None:
+                    token, prob = ranking[0]
+                    job.language, job.language_probability = token[2:-2], float(prob)
+
+        prompts = []
+        suppress = None
+        for job in batch:
+            tokenizer = self.tokenizer(job.language, job.task)
+            suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
+            prompts.append(build_prompt(tokenizer, job.prompt_tokens))
+        sampling = {"beam_size": beam_size, "patience": 1.0}
+        if temperature > 0:
+            sampling = {"beam_size": 1, "num_hypotheses": self.config.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
+        results = self.ct2.generate(
+            encoded,
+            prompts,
+            length_penalty=1.0,
+            max_length=self.model.max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=list(suppress or []),
+            max_initial_timestamp_index=50,
+            **sampling,
+        )
+        for job, result in zip(batch, results):
+            tokenizer = self.tokenizer(job.language, job.task)
+            tokens = result.sequences_ids[0]
+            seq_len = len(tokens)
+            avg_logprob = result.scores[0] * seq_len / (seq_len + 1)
+            text = tokenizer.decode(tokens)
+            verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
+            ratio = compression_ratio(text)
+            if keep_best and not better((verdict, ratio, avg_logprob), (job.verdict, job.ratio, job.avg_logprob)):
+                continue
+            job.tokens, job.avg_logprob, job.no_speech_prob = tokens, avg_logprob, result.no_speech_prob
+            job.ratio, job.verdict, job.used_temperature = ratio, verdict, temperature
+
+    def _add_word_timestamps(self, jobs: list[_Job]) -> None:
+        """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""
+        groups: dict[tuple[Optional[str], str], list[_Job]] = defaultdict(list)
+        for job in jobs:
+            groups[(job.language, job.task)].append(job)
+        for (language, task), members in groups.items():
+            tokenizer = self.tokenizer(language, task)
+            for batch_ids in plan_batches([0] * len(members), [j.samples for j in members], self.config.max_batch_windows):
+                batch = [members[i] for i in batch_ids]
+                n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s)
+                features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
+                segments = [
+                    [
+                        {"tokens": seg.tokens, "start": seg.start, "end": seg.end, "seek": 0}
+                        for seg in split_by_timestamps(j.tokens, tokenizer.timestamp_begin, j.samples / SAMPLE_RATE, 0.0)
+                    ]
+                    for j in batch
+                ]
+                keep = [i for i, segs in enumerate(segments) if segs]
+                if not keep:
+                    continue
+                self.model.add_word_timestamps(
+                    [segments[i] for i in keep],
+                    tokenizer,
+                    ctranslate2.StorageView.from_array(np.ascontiguousarray(features[keep])),
+                    [min(frames_for(batch[i].samples), n_frames) for i in keep],
+                    PREPEND_PUNCTUATIONS,
+                    APPEND_PUNCTUATIONS,
+                    0.0,
+                )
+                for i in keep:
+                    batch[i].aligned = segments[i]  # type: ignore[attr-defined]
+
+    def _assemble(self, request: TranscriptionRequest, jobs: list[_Job]) -> Transcription:
+        segments: list[Segment] = []
+        durations: Counter = Counter()
+        probabilities: dict[str, float] = {}
+        for job in sorted(jobs, key=lambda j: j.start):
+            if job.verdict is Verdict.SILENCE or not job.tokens:
+                continue
+            tokenizer = self.tokenizer(job.language, job.task)
+            offset = job.start / SAMPLE_RATE
+            aligned = getattr(job, "aligned", None)
+            pieces = aligned or [
+                {"tokens": s.tokens, "start": s.start, "end": s.end}
+                for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
+            ]
+            for piece in pieces:
+                text = tokenizer.decode([t for t in piece["tokens"] if t < tokenizer.eot])
+                if not text.strip():
+                    continue
+                words = None
+                if job.word_timestamps:
+                    words = [
+                        Word(w["word"], round(offset + float(w["start"]), 3), round(offset + float(w["end"]), 3), round(float(w["probability"]), 4))
+                        for w in piece.get("words", [])
+                    ]
+                segments.append(
+                    Segment(
+                        id=len(segments),
+                        start=round(offset + float(piece["start"]), 3),
+                        end=round(offset + float(piece["end"]), 3),
+                        text=text,
+                        avg_logprob=round(float(job.avg_logprob), 4),
+                        no_speech_prob=round(float(job.no_speech_prob), 4),
+                        compression_ratio=round(float(job.ratio), 4),
+                        temperature=job.used_temperature,
+                        words=words,
+                    )
+                )
+            if job.language:
+                durations[job.language] += job.samples
+                probabilities.setdefault(job.language, job.language_probability)
+        language = request.options.language or (durations.most_common(1)[0][0] if durations else "en")
+        text = "".join(s.text for s in segments).strip()
+        return Transcription(
+            text=text,
+            segments=segments,
+            language=language,
+            duration=round(request.duration, 3),
+            language_probability=probabilities.get(language, 1.0),
+            fallbacks=sum(1 for j in jobs if j.retried),
+        )
+
+    def warmup(self) -> None:
+        """One tiny encode+generate so the first real request does not pay for lazy initialisation."""
+        features = np.zeros((1, self.model.feature_extractor.mel_filters.shape[0], 200), dtype=np.float32)
+        tokenizer = self.tokenizer("en", "transcribe")
+        self.ct2.generate(ctranslate2.StorageView.from_array(features), [build_prompt(tokenizer)], max_length=4)
