@@ -1,4 +1,5 @@
-"""CLI: ``python -m client transcribe FILE... [--url localhost:8001] [--format text|json|srt|vtt]``.
+"""CLI: ``python -m client transcribe FILE... [--url localhost:8001] [--format text|json|srt|vtt]``
+and ``python -m client stream FILE [--speed N]`` (live transcription through the gateway's WebSocket).
 
 Files are decoded locally (any audio/video FFmpeg reads) and sent straight to the Triton model; many
 files run concurrently, so Triton batches them, with a progress bar on stderr.
@@ -49,6 +50,11 @@ def _render(result, fmt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stream"]:  # WebSocket streaming through the gateway (client/stream.py)
+        from .stream import main_stream
+
+        return main_stream(argv[1:])
     args = _parser().parse_args(argv)
     local = threading.local()
 

@@ -36,9 +36,14 @@ from .guards import GuardConfig, Verdict, assess, better, compression_ratio
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps
 from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
-from .windows import plan_windows
+from .windows import Span, plan_windows, uncovered
 
 log = logging.getLogger("whisper_triton.engine")
+
+# Speech the decoder skipped (its timestamps jumped over it) is decoded again, in at most this many
+# extra rounds, when at least this much of it is left uncovered by segments.
+MAX_GAP_ROUNDS = 2
+MIN_GAP_S = 1.5
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -58,6 +63,7 @@ class _Job:
     beam_size: int
     temperature: float
     word_timestamps: bool
+    speech: list = field(default_factory=list)  # VAD speech spans (samples) inside this window
     language_probability: float = 1.0
     tokens: list[int] = field(default_factory=list)
     avg_logprob: float = 0.0
@@ -151,28 +157,25 @@ class WhisperEngine:
             valid[index] = request
             opts = request.options
             prompt_tokens = encode_prompt(self.tokenizer(opts.language, opts.task), opts.prompt)
-            for span in plan_windows(request.audio, self.config.vad, self.config.vad_threshold):
+            for span, speech in plan_windows(request.audio, self.config.vad, self.config.vad_threshold):
                 jobs.append(
                     _Job(
                         request=index, start=span.start, end=span.end, audio=request.audio[span.start:span.end],
                         language=opts.language, task=opts.task, prompt_tokens=prompt_tokens,
                         beam_size=opts.beam_size or self.config.beam_size, temperature=opts.temperature,
-                        word_timestamps=opts.word_timestamps,
+                        word_timestamps=opts.word_timestamps, speech=speech,
                     )
                 )
-        self.stats.windows += len(jobs)
         self.stats.last_batch_sizes = []
 
-        self._decode(jobs, full_context=False, temperature=None)
-        failed = [j for j in jobs if j.verdict is Verdict.RETRY]
-        self.stats.fallbacks += len(failed)
-        for step, temperature in enumerate(self._fallback_schedule()):
-            failed = [j for j in failed if j.verdict is Verdict.RETRY]
-            if not failed:
+        pending = list(jobs)
+        for _ in range(1 + MAX_GAP_ROUNDS):
+            self.stats.windows += len(pending)
+            self._decode_with_fallback(pending)
+            pending = [gap for job in pending for gap in self._skipped_speech(job)]
+            if not pending:
                 break
-            for job in failed:
-                job.retried = True
-            self._decode(failed, full_context=True, temperature=temperature, keep_best=True)
+            jobs.extend(pending)
 
         self._add_word_timestamps([j for j in jobs if j.word_timestamps and j.verdict is not Verdict.SILENCE and j.tokens])
 
@@ -182,6 +185,36 @@ class WhisperEngine:
         for index, request in valid.items():
             results[index] = self._assemble(request, by_request.get(index, []))
         return results  # type: ignore[return-value]
+
+    def _decode_with_fallback(self, jobs: list[_Job]) -> None:
+        self._decode(jobs, full_context=False, temperature=None)
+        failed = [j for j in jobs if j.verdict is Verdict.RETRY]
+        self.stats.fallbacks += len(failed)
+        for temperature in self._fallback_schedule():
+            failed = [j for j in failed if j.verdict is Verdict.RETRY]
+            if not failed:
+                break
+            for job in failed:
+                job.retried = True
+            self._decode(failed, full_context=True, temperature=temperature, keep_best=True)
+
+    def _skipped_speech(self, job: _Job) -> list[_Job]:
+        """New jobs for VAD speech inside ``job`` that none of its segments covers."""
+        if job.verdict is Verdict.SILENCE or not job.tokens:
+            return []
+        tokenizer = self.tokenizer(job.language, job.task)
+        covered = [
+            Span(job.start + int(s.start * SAMPLE_RATE), job.start + int(s.end * SAMPLE_RATE))
+            for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
+        ]
+        gaps = uncovered(job.speech, covered, int(MIN_GAP_S * SAMPLE_RATE), int(1.0 * SAMPLE_RATE))
+        return [
+            _Job(request=job.request, start=g.start, end=g.end, audio=job.audio[g.start - job.start:g.end - job.start],
+                 language=job.language, task=job.task, prompt_tokens=job.prompt_tokens, beam_size=job.beam_size,
+                 temperature=job.temperature, word_timestamps=job.word_timestamps, speech=[g],
+                 language_probability=job.language_probability)
+            for g in gaps
+        ]
 
     def _fallback_schedule(self) -> list[float]:
         """Full context at temperature 0 first (the trimmed context is the usual culprit), then higher ones."""
@@ -319,6 +352,9 @@ class WhisperEngine:
             if job.language:
                 durations[job.language] += job.samples
                 probabilities.setdefault(job.language, job.language_probability)
+        segments.sort(key=lambda seg: (seg.start, seg.end))  # gap re-decodes land between a window's segments
+        for number, seg in enumerate(segments):
+            seg.id = number
         language = request.options.language or (durations.most_common(1)[0][0] if durations else "en")
         text = "".join(s.text for s in segments).strip()
         return Transcription(

@@ -74,8 +74,33 @@ def speech_spans(audio: np.ndarray, threshold: float = 0.5) -> list[Span]:
     return [Span(int(s["start"]), min(int(s["end"]), len(audio))) for s in stamps]
 
 
-def plan_windows(audio: np.ndarray, vad: bool, threshold: float = 0.5, max_window_s: float = MAX_WINDOW_S) -> list[Span]:
+def plan_windows(audio: np.ndarray, vad: bool, threshold: float = 0.5, max_window_s: float = MAX_WINDOW_S) -> list[tuple[Span, list[Span]]]:
+    """Windows, each with the speech spans inside it (the window itself when VAD is off)."""
     max_samples = int(max_window_s * SAMPLE_RATE)
     if not vad:
-        return fixed_windows(len(audio), max_samples)
-    return merge_spans(speech_spans(audio, threshold), max_samples)
+        return [(w, [w]) for w in fixed_windows(len(audio), max_samples)]
+    spans = [piece for span in speech_spans(audio, threshold) for piece in _split_long(span, max_samples)]
+    return [(w, [s for s in spans if s.start >= w.start and s.end <= w.end]) for w in merge_spans(spans, max_samples)]
+
+
+def uncovered(speech: list[Span], covered: list[Span], min_samples: int, join_samples: int) -> list[Span]:
+    """Parts of ``speech`` outside every ``covered`` span, joined when closer than ``join_samples``,
+    keeping only those of at least ``min_samples``: speech the decoder skipped."""
+    gaps: list[Span] = []
+    for span in speech:
+        start = span.start
+        for cov in sorted(covered, key=lambda c: c.start):
+            if cov.end <= start or cov.start >= span.end:
+                continue
+            if cov.start > start:
+                gaps.append(Span(start, cov.start))
+            start = max(start, cov.end)
+        if start < span.end:
+            gaps.append(Span(start, span.end))
+    joined: list[Span] = []
+    for gap in gaps:
+        if joined and gap.start - joined[-1].end < join_samples:
+            joined[-1] = Span(joined[-1].start, gap.end)
+        else:
+            joined.append(gap)
+    return [g for g in joined if g.samples >= min_samples]

@@ -55,6 +55,16 @@ def test_mandarin_cer_and_language(triton, shared_audio):
     assert cer(refs, [r.text for r in results]) <= 0.45
 
 
+def test_long_mandarin_keeps_every_sentence(triton, shared_audio):
+    """Speech the decoder skips inside a window is found (VAD vs segments) and decoded again."""
+    with WhisperTritonClient(triton.grpc_url) as c:
+        result = c.transcribe(audio_of("long/zh_concat.wav"))
+    assert result.language == "zh"
+    assert cer(clip("long/zh_concat.wav")["reference_text"], result.text) <= 0.45, result.text
+    starts = [s["start"] for s in result.segments]
+    assert starts == sorted(starts) and len(result.segments) >= 5
+
+
 def test_translate_mandarin_to_english(triton, shared_audio):
     audio = audio_of("zh/funasr_asr_example_zh.wav")
     with WhisperTritonClient(triton.grpc_url) as c:

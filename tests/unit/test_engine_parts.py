@@ -157,3 +157,15 @@ def test_result_tensors_shape_and_json():
     assert {k: v.shape for k, v in out.items()} == {"TEXT": (1, 1), "SEGMENTS": (1, 1), "LANGUAGE": (1, 1), "DURATION": (1, 1)}
     segments = json.loads(out["SEGMENTS"][0, 0])
     assert segments[0]["words"][0] == {"word": " hi", "start": 0.0, "end": 0.5, "probability": 0.9}
+
+
+def test_uncovered_finds_skipped_speech():
+    from whisper_triton.windows import uncovered
+
+    speech = [Span(0, 10 * SR), Span(12 * SR, 20 * SR)]
+    covered = [Span(0, 4 * SR), Span(17 * SR, 20 * SR)]
+    # 4-10 s and 12-17 s are skipped speech; the 2 s silence between them is joined (join < 3 s).
+    assert uncovered(speech, covered, min_samples=SR, join_samples=3 * SR) == [Span(4 * SR, 17 * SR)]
+    assert uncovered(speech, covered, min_samples=SR, join_samples=SR) == [Span(4 * SR, 10 * SR), Span(12 * SR, 17 * SR)]
+    assert uncovered(speech, [Span(0, 20 * SR)], min_samples=SR, join_samples=SR) == []
+    assert uncovered([Span(0, 10 * SR)], [Span(0, int(9.5 * SR))], min_samples=SR, join_samples=SR) == []

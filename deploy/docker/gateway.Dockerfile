@@ -1,0 +1,24 @@
+# FastAPI gateway. Build context: the repository root (see docker-compose.yml).
+ARG PYTHON_IMAGE_TAG=3.11-slim-bookworm
+
+FROM python:${PYTHON_IMAGE_TAG} AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY whisper_triton ./whisper_triton
+COPY gateway ./gateway
+COPY client ./client
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:${PYTHON_IMAGE_TAG}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# The wheel's dependencies are pinned in pyproject.toml, so this install is reproducible.
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin gateway
+COPY deploy/docker/gateway_healthcheck.py /usr/local/bin/gateway-healthcheck
+USER 10001:10001
+WORKDIR /home/gateway
+EXPOSE 8080
+CMD ["uvicorn", "gateway.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080"]

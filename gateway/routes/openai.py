@@ -1,0 +1,131 @@
+"""OpenAI-compatible routes: ``/v1/audio/transcriptions``, ``/v1/audio/translations``, ``/v1/models``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.sse import format_sse_event
+
+from gateway import formats, service
+from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep
+from gateway.errors import ModelNotFound
+from gateway.results import Transcription
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Authenticated])
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["segment", "word"]
+MODEL_ALIAS = "whisper-1"
+
+
+def _render(result: Transcription, response_format: str, words: bool) -> Response:
+    body = formats.render(result, response_format, words=words)
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return Response(body, media_type=formats.MEDIA_TYPES[response_format])
+
+
+def _sse(result: Transcription) -> StreamingResponse:
+    """One ``transcript.text.delta`` event per segment, then ``transcript.text.done``."""
+
+    async def events() -> AsyncIterator[bytes]:
+        for i, segment in enumerate(result.segments):
+            delta = segment.text.lstrip() if i == 0 else segment.text
+            data = {"type": "transcript.text.delta", "delta": delta, "segment_id": str(segment.id),
+                    "start": segment.start, "end": segment.end}
+            yield format_sse_event(data_str=json.dumps(data, ensure_ascii=False))
+        done = {"type": "transcript.text.done", "text": result.text, "language": result.language,
+                "duration": result.duration}
+        yield format_sse_event(data_str=json.dumps(done, ensure_ascii=False))
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str, task: str,
+               language: str | None, prompt: str | None, response_format: str, temperature: float,
+               granularities: list[str] | None, stream: bool, chinese_script: str | None,
+               beam_size: int) -> Response:
+    words = "word" in (granularities or [])
+    conversion = service.conversion_for(settings, chinese_script, language)
+    options = service.options_for(language=language, task=task, prompt=prompt, word_timestamps=words,
+                                  beam_size=beam_size, temperature=temperature)
+    result = await service.transcribe(file.file, settings=settings, triton=triton, model=model,
+                                      options=options, conversion=conversion)
+    return _sse(result) if stream else _render(result, response_format, words)
+
+
+FileField = Annotated[UploadFile, File(description="Audio or video file (wav, mp3, flac, ogg, m4a, webm, mp4, ...)")]
+ModelField = Annotated[str, Form(description="Triton model name; whisper-1 = the default model")]
+FormatField = Annotated[ResponseFormat, Form()]
+TemperatureField = Annotated[float, Form(ge=0.0, le=1.0)]
+GranularityField = Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")]
+ScriptField = Annotated[str | None, Form(description="Chinese output: s2twp (default), s2t, s2tw, s2hk, "
+                                                     "simplified (t2s), none")]
+BeamField = Annotated[int, Form(ge=0, le=16, description="0 = the model's default")]
+
+
+@router.post("/audio/transcriptions", dependencies=[InFlightSlot])
+async def create_transcription(
+    settings: SettingsDep,
+    triton: TritonDep,
+    file: FileField,
+    model: ModelField = MODEL_ALIAS,
+    language: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: FormatField = "json",
+    temperature: TemperatureField = 0.0,
+    timestamp_granularities: GranularityField = None,
+    stream: Annotated[bool, Form()] = False,
+    chinese_script: ScriptField = None,
+    beam_size: BeamField = 0,
+) -> Response:
+    return await _run(settings, triton, file=file, model=model, task="transcribe", language=language,
+                      prompt=prompt, response_format=response_format, temperature=temperature,
+                      granularities=timestamp_granularities, stream=stream, chinese_script=chinese_script,
+                      beam_size=beam_size)
+
+
+@router.post("/audio/translations", dependencies=[InFlightSlot])
+async def create_translation(
+    settings: SettingsDep,
+    triton: TritonDep,
+    file: FileField,
+    model: ModelField = MODEL_ALIAS,
+    language: Annotated[str | None, Form(description="Source language; empty = detect")] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: FormatField = "json",
+    temperature: TemperatureField = 0.0,
+    timestamp_granularities: GranularityField = None,
+    stream: Annotated[bool, Form()] = False,
+    beam_size: BeamField = 0,
+) -> Response:
+    return await _run(settings, triton, file=file, model=model, task="translate", language=language,
+                      prompt=prompt, response_format=response_format, temperature=temperature,
+                      granularities=timestamp_granularities, stream=stream, chinese_script="none",
+                      beam_size=beam_size)
+
+
+def _model_card(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "triton"}
+
+
+async def _model_ids(settings: SettingsDep, triton: TritonDep) -> list[str]:
+    ready = await triton.ready_models()
+    return ready + ([MODEL_ALIAS] if settings.default_model in ready else [])
+
+
+@router.get("/models")
+async def list_models(settings: SettingsDep, triton: TritonDep) -> dict[str, object]:
+    return {"object": "list", "data": [_model_card(name) for name in await _model_ids(settings, triton)]}
+
+
+@router.get("/models/{model}")
+async def get_model(model: str, settings: SettingsDep, triton: TritonDep) -> dict[str, object]:
+    if model not in await _model_ids(settings, triton):
+        raise ModelNotFound(f"The model '{model}' does not exist or is not ready", param="model")
+    return _model_card(model)

@@ -1,0 +1,63 @@
+"""One transcription, shared by every route: decode off the loop, infer, count, convert the script."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from gateway import chinese, media, metrics
+from gateway.config import Settings
+from gateway.errors import InvalidRequest
+from gateway.languages import normalize
+from gateway.results import Options, Transcription
+from gateway.triton import TritonClient
+
+TASKS = ("transcribe", "translate")
+
+
+def conversion_for(settings: Settings, choice: str | None, language: str | None = None) -> str:
+    """The OpenCC conversion for a request; a ``zh-CN``/``zh-Hans`` language asks for Simplified."""
+    if not choice and language and language.strip().lower().replace("_", "-") in ("zh-cn", "zh-hans", "zh-sg"):
+        choice = "t2s"
+    try:
+        return chinese.resolve(choice, settings.chinese_default)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="chinese_script", code="invalid_value") from None
+
+
+def options_for(*, language: str | None = None, task: str = "transcribe", prompt: str | None = None,
+                word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0) -> Options:
+    if task not in TASKS:
+        raise InvalidRequest(f"Invalid task '{task}': use transcribe or translate", param="task",
+                             code="invalid_value")
+    return Options(language=normalize(language), task=task, prompt=prompt or "",
+                   word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature)
+
+
+async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
+                     options: Options, conversion: str) -> Transcription:
+    name = settings.resolve_model(model)
+    audio = await media.decode_async(source, max_seconds=settings.max_audio_seconds)
+    result = await triton.transcribe(name, audio.samples, options)
+    metrics.AUDIO_SECONDS.labels(name, options.task).inc(audio.duration)
+    if options.task == "transcribe":
+        result = chinese.convert(result, conversion)
+    return result
+
+
+async def health(triton: TritonClient, settings: Settings) -> tuple[bool, dict[str, object]]:
+    """Gateway and Triton readiness: ready when Triton is ready and the default model is loaded."""
+    server_ready = await triton.server_ready()
+    models: list[str] = []
+    if server_ready:
+        try:
+            models = await triton.ready_models()
+        except Exception:  # readiness must answer, whatever Triton does
+            server_ready = False
+    ok = server_ready and settings.default_model in models
+    return ok, {
+        "status": "ok" if ok else "unavailable",
+        "gateway": "ok",
+        "triton": {"url": settings.triton_url, "ready": server_ready},
+        "default_model": settings.default_model,
+        "models": models,
+    }

@@ -1,0 +1,144 @@
+"""The only module that touches tritonclient: a small async wrapper over one shared gRPC channel.
+
+Every request carries all seven inputs (defaults included), because Triton's dynamic batcher only
+batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from gateway import metrics
+from gateway.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
+from gateway.results import Options, Segment, Transcription
+
+OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+
+
+def _bytes_input(name: str, value: str) -> InferInput:
+    tensor = InferInput(name, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
+    return tensor
+
+
+def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
+    """All seven inputs, each with a leading batch dimension of 1."""
+    samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+    tensor = InferInput("AUDIO", list(samples.shape), "FP32")
+    tensor.set_data_from_numpy(samples)
+    words = InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")
+    words.set_data_from_numpy(np.array([[options.word_timestamps]], dtype=bool))
+    beam = InferInput("BEAM_SIZE", [1, 1], "INT32")
+    beam.set_data_from_numpy(np.array([[options.beam_size]], dtype=np.int32))
+    temperature = InferInput("TEMPERATURE", [1, 1], "FP32")
+    temperature.set_data_from_numpy(np.array([[options.temperature]], dtype=np.float32))
+    return [
+        tensor,
+        _bytes_input("LANGUAGE", options.language),
+        _bytes_input("TASK", options.task),
+        _bytes_input("PROMPT", options.prompt),
+        words,
+        beam,
+        temperature,
+    ]
+
+
+def _first(value: Any) -> Any:
+    return np.asarray(value).reshape(-1)[0]
+
+
+def _text(value: Any) -> str:
+    item = _first(value)
+    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+
+
+def parse_outputs(outputs: dict[str, Any], *, task: str, model: str) -> Transcription:
+    """Triton's TEXT/SEGMENTS/LANGUAGE/DURATION tensors (as numpy) -> ``Transcription``."""
+    raw_segments = json.loads(_text(outputs["SEGMENTS"]) or "[]")
+    return Transcription(
+        text=_text(outputs["TEXT"]).strip(),
+        language=_text(outputs["LANGUAGE"]),
+        duration=float(_first(outputs["DURATION"])),
+        segments=tuple(Segment.from_dict(s, i) for i, s in enumerate(raw_segments)),
+        task=task,
+        model=model,
+    )
+
+
+def map_error(exc: InferenceServerException, model: str, retry_after_s: int = 2) -> APIError:
+    """Triton's per-request error -> the gateway's HTTP error (status, OpenAI type and code)."""
+    status = str(exc.status() or "")
+    message = str(exc.message() or "").strip() or "Triton request failed"
+    low = message.lower()
+    if "exceeds maximum queue size" in low or "RESOURCE_EXHAUSTED" in status:
+        kind, error = "queue_full", TooManyRequests(
+            "The model is busy (queue full); retry shortly", headers={"Retry-After": str(retry_after_s)})
+    elif "NOT_FOUND" in status or "unknown model" in low or ("model" in low and "not found" in low):
+        kind, error = "model_not_found", ModelNotFound(
+            f"The model '{model}' does not exist or is not ready", param="model")
+    elif "INVALID_ARGUMENT" in status:
+        kind, error = "invalid_argument", InvalidRequest(message, param="language" if "language" in low else None)
+    elif "DEADLINE_EXCEEDED" in status:
+        kind, error = "timeout", ServiceUnavailable("The model did not answer in time")
+    elif "UNAVAILABLE" in status or "failed to connect" in low or "connection refused" in low:
+        kind, error = "unavailable", ServiceUnavailable("The inference server is unavailable")
+    elif "CANCELLED" in status:
+        kind, error = "cancelled", ServiceUnavailable("The inference request was cancelled")
+    else:
+        kind, error = "internal", APIError(f"Inference failed: {message}", status_code=502,
+                                           type="server_error", code="inference_failed")
+    metrics.TRITON_ERRORS.labels(kind).inc()
+    return error
+
+
+class TritonClient:
+    """One ``tritonclient.grpc.aio`` client (one channel) shared by all requests of the app."""
+
+    def __init__(self, url: str, *, timeout_s: float = 600.0, health_timeout_s: float = 3.0,
+                 retry_after_s: int = 2) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.health_timeout_s = health_timeout_s
+        self.retry_after_s = retry_after_s
+        self._client = InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        start = time.perf_counter()
+        try:
+            result = await self._client.infer(
+                model,
+                build_inputs(audio, options),
+                outputs=[InferRequestedOutput(name) for name in OUTPUTS],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise map_error(exc, model, self.retry_after_s) from None
+        finally:
+            metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - start)
+        return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
+
+    async def ready_models(self) -> list[str]:
+        """Names of the models in the repository index whose state is READY."""
+        try:
+            index = await self._client.get_model_repository_index(as_json=True,
+                                                                  client_timeout=self.health_timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc, "", self.retry_after_s) from None
+        names = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+        return sorted(names)
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=self.health_timeout_s))
+        except InferenceServerException:
+            return False

@@ -1,0 +1,84 @@
+"""`make serve`'s supervisor: Ctrl-C leaves no orphans; a killed tritonserver is restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _ready(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def _pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _wait(predicate, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    env = dict(os.environ, TRITON_HTTP_PORT=str(http), TRITON_GRPC_PORT=str(grpc), TRITON_METRICS_PORT=str(metrics),
+               WHISPER_MODELS="whisper-tiny-en", WHISPER_TRITON_BUILD=str(ROOT / "build"))
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "whisper_triton.server", "triton"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # Ready once the supervisor itself says so (a crash before that is a start-up failure, not restarted).
+        _wait(lambda: _ready(http) and b"ready in" in (tmp_path / "serve.log").read_bytes(), 300)
+        yield proc, http, grpc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        log.close()
+
+
+def test_sigint_stops_everything(supervisor):
+    proc, http, _ = supervisor
+    assert _pids(f"--http-port={http}")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    assert not _ready(http)
+    assert _pids(f"--http-port={http}") == []
+    # The backend stubs are children of tritonserver; none may outlive it.
+    stubs = [p for p in _pids("triton_python_backend_stub") if os.getppid() != p]
+    for pid in stubs:
+        with open(f"/proc/{pid}/status") as fh:
+            assert f"PPid:\t1\n" not in fh.read(), f"orphaned backend stub {pid}"
+
+
+def test_killed_triton_is_restarted(supervisor):
+    from client import WhisperTritonClient
+
+    _, http, grpc = supervisor
+    [pid] = _pids(f"tritonserver.*--http-port={http}")
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not _ready(http), 10)
+    recovery = _wait(lambda: _ready(http), 120)
+    print(f"tritonserver recovered {recovery:.1f} s after kill -9")
+    assert _pids(f"tritonserver.*--http-port={http}") != [pid]
+    with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
+        assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""

@@ -1,0 +1,125 @@
+"""PyAV decoding to 16 kHz mono float32, from containers encoded in memory (no files)."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from gateway import media
+from gateway.errors import APIError
+
+
+def encode(container: str, codec: str, *, rate: int = 44100, seconds: float = 1.5, channels: int = 2,
+           video: bool = False) -> bytes:
+    """A 440 Hz tone in ``container``/``codec``, optionally beside a black video track (PyAV converts
+    the float frames to the codec's own sample format)."""
+    buffer = io.BytesIO()
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        if video:
+            vstream = out.add_stream("mpeg4", rate=10)
+            vstream.width, vstream.height, vstream.pix_fmt = 64, 48, "yuv420p"
+            for i in range(int(seconds * 10)):
+                vframe = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24")
+                vframe.pts = i
+                vframe.time_base = Fraction(1, 10)
+                out.mux(vstream.encode(vframe))
+            out.mux(vstream.encode(None))
+        n = int(rate * seconds)
+        tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
+        for start in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.tile(tone[start:start + 1024], (channels, 1)), format="fltp",
+                                               layout=layout)
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("container", "codec", "rate"), [
+    ("wav", "pcm_s16le", 44100), ("flac", "flac", 48000), ("mp3", "libmp3lame", 44100),
+    ("ogg", "libopus", 48000), ("webm", "libopus", 48000), ("ipod", "aac", 22050), ("wav", "pcm_s16le", 8000),
+])
+def test_audio_formats(container, codec, rate):
+    decoded = media.decode(encode(container, codec, rate=rate), max_seconds=60)
+    assert decoded.samples.dtype == np.float32 and decoded.samples.ndim == 1
+    assert decoded.duration == pytest.approx(1.5, abs=0.08)
+    assert decoded.samples.size == pytest.approx(1.5 * 16000, abs=0.08 * 16000)
+    # still a 440 Hz tone after down-mixing and resampling
+    spectrum = np.abs(np.fft.rfft(decoded.samples[4000:12000]))
+    assert np.argmax(spectrum) * 16000 / 8000 == pytest.approx(440, abs=4)
+
+
+def test_video_container_decodes_its_audio_track():
+    decoded = media.decode(io.BytesIO(encode("mp4", "aac", video=True)))
+    assert decoded.duration == pytest.approx(1.5, abs=0.08)
+
+
+def test_video_without_audio_is_400():
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with pytest.raises(APIError) as err:
+        media.decode(buffer.getvalue())
+    assert (err.value.status_code, err.value.code) == (400, "no_audio_track")
+
+
+@pytest.mark.parametrize(("data", "status", "code"), [
+    (b"", 400, "empty_file"),
+    (b"plain text, renamed to .mp3\n" * 30, 415, "unsupported_media"),
+    (bytes(range(256)) * 20, 415, "unsupported_media"),
+])
+def test_bad_media(data, status, code):
+    with pytest.raises(APIError) as err:
+        media.decode(data)
+    assert (err.value.status_code, err.value.code, err.value.param) == (status, code, "file")
+
+
+def test_zero_sample_wav_is_empty_audio():
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+    header_only = buffer.getvalue()
+    assert len(header_only) == 44
+    with pytest.raises(APIError) as err:
+        media.decode(header_only)
+    assert err.value.status_code == 400 and err.value.code in ("empty_audio", "invalid_audio")
+
+
+def test_duration_limit():
+    with pytest.raises(APIError) as err:
+        media.decode(encode("flac", "flac", seconds=3.0), max_seconds=1.0)
+    assert (err.value.status_code, err.value.code) == (400, "audio_too_long")
+
+
+def test_truncated_file_keeps_what_decoded():
+    data = encode("wav", "pcm_s16le", rate=16000, channels=1, seconds=2.0)
+    decoded = media.decode(data[: len(data) // 2])
+    assert decoded.duration == pytest.approx(1.0, abs=0.05)
+
+
+async def test_decode_async_runs_in_a_worker_thread(monkeypatch):
+    import threading
+
+    seen = []
+    real = media.decode
+    monkeypatch.setattr(media, "decode", lambda *a, **k: seen.append(threading.get_ident()) or real(*a, **k))
+    decoded = await media.decode_async(encode("wav", "pcm_s16le"))
+    assert decoded.duration == pytest.approx(1.5, abs=0.05)
+    assert seen and seen[0] != threading.get_ident()

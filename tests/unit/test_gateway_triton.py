@@ -1,0 +1,64 @@
+"""The Triton wrapper without a server: inputs, output parsing and the error map."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
+from gateway.results import Options
+from gateway.triton import build_inputs, map_error, parse_outputs
+
+
+def test_all_seven_inputs_always_sent():
+    inputs = build_inputs(np.zeros(16000, dtype=np.float64), Options())
+    by_name = {i.name(): i for i in inputs}
+    assert list(by_name) == ["AUDIO", "LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE", "TEMPERATURE"]
+    assert by_name["AUDIO"].shape() == [1, 16000] and by_name["AUDIO"].datatype() == "FP32"
+    assert {n: by_name[n].datatype() for n in ("LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE",
+                                               "TEMPERATURE")} == {
+        "LANGUAGE": "BYTES", "TASK": "BYTES", "PROMPT": "BYTES", "WORD_TIMESTAMPS": "BOOL",
+        "BEAM_SIZE": "INT32", "TEMPERATURE": "FP32"}
+    assert all(by_name[n].shape() == [1, 1] for n in by_name if n != "AUDIO")
+
+
+def test_parse_outputs():
+    segments = [{"id": 0, "start": 0.0, "end": 1.5, "text": " hi", "avg_logprob": -0.1, "no_speech_prob": 0.0,
+                 "compression_ratio": 1.0, "words": [{"word": " hi", "start": 0.1, "end": 1.4, "probability": 0.9}]}]
+    result = parse_outputs({
+        "TEXT": np.array([[b" hi"]], dtype=object),
+        "SEGMENTS": np.array([[json.dumps(segments).encode()]], dtype=object),
+        "LANGUAGE": np.array([[b"en"]], dtype=object),
+        "DURATION": np.array([[1.5]], dtype=np.float32),
+    }, task="transcribe", model="whisper")
+    assert result.text == "hi" and result.language == "en" and result.duration == 1.5
+    assert result.segments[0].words[0].word == " hi" and result.words[0].probability == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(("status", "message", "expected", "http"), [
+    ("StatusCode.INVALID_ARGUMENT", "unknown language code 'xx'", InvalidRequest, 400),
+    ("StatusCode.INVALID_ARGUMENT", "AUDIO is empty", InvalidRequest, 400),
+    ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", TooManyRequests, 429),
+    ("StatusCode.RESOURCE_EXHAUSTED", "queue full", TooManyRequests, 429),
+    ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServiceUnavailable, 503),
+    ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", ServiceUnavailable, 503),
+    ("StatusCode.NOT_FOUND", "Request for unknown model: 'foo' is not found", ModelNotFound, 404),
+    ("StatusCode.UNAVAILABLE", "Request for unknown model: 'foo' has no available versions", ModelNotFound, 404),
+])
+def test_error_map(status, message, expected, http):
+    error = map_error(InferenceServerException(msg=message, status=status), "foo", retry_after_s=3)
+    assert isinstance(error, expected) and error.status_code == http
+    if http == 400:
+        assert error.message == message  # the model's message is passed through
+    if http == 429:
+        assert error.headers == {"Retry-After": "3"}
+    if http == 404:
+        assert error.code == "model_not_found" and error.param == "model"
+
+
+def test_unexpected_triton_error_is_not_a_500():
+    error = map_error(InferenceServerException(msg="boom", status="StatusCode.INTERNAL"), "whisper")
+    assert error.status_code == 502 and "boom" in error.message
