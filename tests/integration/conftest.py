@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.gateway_process import run_gateway as launch_gateway
+from tests.helpers import free_port
 
 TOKEN = "test-token-5f2c"
 UPLOAD_LIMIT_MB = 8  # above every test clip; the over-size test sends more
@@ -21,39 +18,9 @@ UPLOAD_LIMIT_MB = 8  # above every test clip; the over-size test sends more
 
 @contextmanager
 def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[str]:
-    """``uvicorn gateway.main:create_app --factory`` on a free port; yields its base URL."""
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
-    environ.update({"GATEWAY_TRITON_URL": triton_url, "GATEWAY_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB), **env})
-    log_path = log_dir / f"gateway-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start in 60 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    """The shared gateway launcher, with the small upload limit the over-size test relies on."""
+    with launch_gateway(triton_url, log_dir, **{"GATEWAY_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB), **env}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
