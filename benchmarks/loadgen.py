@@ -101,10 +101,12 @@ async def _load(url: str, requests: list[Clip], concurrency: int, payloads: dict
 
 
 def request_list(clips: list[Clip], concurrency: int, min_requests: int, seed: int) -> list[Clip]:
-    """The clips in a shuffled order, repeated until there are at least ``max(min_requests, 2 * concurrency)``."""
+    """The clips in a shuffled order, repeated (whole passes) until there are at least
+    ``max(min_requests, 4 * concurrency)``: enough that the drain at the end (fewer than ``concurrency``
+    requests in flight) is a small part of the measurement."""
     rng = random.Random(seed)
     out: list[Clip] = []
-    while len(out) < max(min_requests, 2 * concurrency, len(clips)):
+    while len(out) < max(min_requests, 4 * concurrency, len(clips)):
         batch = list(clips)
         rng.shuffle(batch)
         out += batch

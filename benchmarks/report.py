@@ -296,7 +296,7 @@ def _markdown(results: dict, summary: dict, plots: list[str]) -> str:
 
     L += ["", "## Every config value", "",
           f"- Clips (short set, {len(results.get('clips', []))}): " + ", ".join(f"{c['file']} ({c['duration']:.1f} s)" for c in results.get("clips", [])),
-          f"- HTTP concurrency levels: {results.get('concurrency')}; each level sends every clip at least once (shuffled), and at least 2x concurrency requests; one warm-up request per system.",
+          f"- HTTP concurrency levels: {results.get('concurrency')}; each level sends whole shuffled passes over the clips, at least {results.get('passes', 1)} pass(es) and at least 4x concurrency requests (runs before this change used 2x; the request count of each level is in the sweep table); one warm-up request per system.",
           f"- perf_analyzer levels: {results.get('perf_concurrency')}",
           f"- Baselines (a) and (b): {results.get('baseline_settings')} (faster-whisper defaults otherwise: VAD off for (a), (b) uses its own VAD chunking; condition_on_previous_text default; language sent by the client).",
           "- Triton: response cache **disabled** in a temporary copy of `model_repository/whisper` (identical otherwise), so repeated clips are decoded every time.",
@@ -313,7 +313,10 @@ def write(results: dict, out_dir: Path) -> dict:
     except Exception as exc:  # matplotlib missing: the tables still get written
         plots = []
         print(f"plots skipped: {exc}")
-    (out_dir / "report.md").write_text(_markdown(results, summary, plots))
+    text = _markdown(results, summary, plots)
+    if (out_dir / "NOTES.md").exists():  # hand-written analysis kept next to the generated report
+        text = text.replace("## Machine", "Analysis and repeat runs: [NOTES.md](NOTES.md).\n\n## Machine", 1)
+    (out_dir / "report.md").write_text(text)
     return summary
 
 

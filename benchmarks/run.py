@@ -90,7 +90,7 @@ def run_baseline(kind: str, clips, mixed, concurrencies, args, out_dir: Path) ->
         if not wait_http(f"http://127.0.0.1:{port}/health", 300, child.alive):
             return {"skipped": f"baseline {kind} did not start (see logs/baseline_{kind}.log)"}
         url = f"http://127.0.0.1:{port}"
-        result = {"sweep": loadgen.sweep(url, clips, concurrencies, log=log)}
+        result = {"sweep": loadgen.sweep(url, clips, concurrencies, min_requests=args.passes * len(clips), log=log)}
         if mixed:
             log(f"  mixed clips (short + medium + long) at concurrency {args.mixed_concurrency}")
             result["mixed"] = loadgen.sweep(url, mixed, [args.mixed_concurrency], warmup=False, log=log)[args.mixed_concurrency]
@@ -187,7 +187,7 @@ def run_triton(clips, mixed, concurrencies, args, out_dir: Path, tmp: Path, resu
             results["gateway"] = {"skipped": why}
         else:
             log("  gateway: concurrency sweep")
-            results["gateway"] = {"sweep": loadgen.sweep(gw_url, clips, concurrencies, log=log)}
+            results["gateway"] = {"sweep": loadgen.sweep(gw_url, clips, concurrencies, min_requests=args.passes * len(clips), log=log)}
             if mixed:
                 log(f"  gateway: mixed clips at concurrency {args.mixed_concurrency}")
                 results["gateway"]["mixed"] = loadgen.sweep(gw_url, mixed, [args.mixed_concurrency], warmup=False, log=log)[args.mixed_concurrency]
@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="", help="comma-separated HTTP concurrency levels (default 1,2,4,8,16; quick 1,8)")
     parser.add_argument("--perf-concurrency", default="", help="perf_analyzer levels (default 1,4,8; quick 8)")
     parser.add_argument("--mixed-concurrency", type=int, default=8)
+    parser.add_argument("--no-mixed", action="store_true", help="skip the short+medium+long run")
+    parser.add_argument("--passes", type=int, default=1, help="times each level sends the whole clip list (more = less drain at the end)")
     parser.add_argument("--out", type=Path, default=None, help="report directory (default benchmarks/results/<date>-<machine>)")
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--systems", default="levers,baseline_a,baseline_b,triton", help="which parts to run")
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         en = [c for c in clips if c.language == "en"][:7]
         zh = [c for c in clips if c.language == "zh"][:3]
         clips = en + zh
-    mixed = [] if args.quick else clips + [c for c in all_clips if c.kind != "short"]
+    mixed = [] if (args.quick or args.no_mixed) else clips + [c for c in all_clips if c.kind != "short"]
     if not clips:
         raise SystemExit(f"no short en/zh clips with references in {args.audio_dir}/manifest.tsv")
 
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "perf_concurrency": args.perf_concurrency,
         "mixed_concurrency": args.mixed_concurrency,
+        "passes": args.passes,
         "baseline_settings": {**BASELINE_SETTINGS, "model": model_path("bundled:base")},
     }
     log(f"report -> {out_dir}; {len(clips)} short clips ({sum(c.duration for c in clips):.0f} s), concurrency {args.concurrency}")
