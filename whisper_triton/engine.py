@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 import ctranslate2
@@ -139,8 +139,6 @@ class WhisperEngine:
             raise InvalidRequest(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
         if not 0.0 <= opts.temperature <= 1.0:
             raise InvalidRequest(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
-        from dataclasses import replace
-
         return TranscriptionRequest(audio, replace(opts, language=language, task=task))
 
     # ------------------------------------------------------------------ pipeline
@@ -274,7 +272,7 @@ class WhisperEngine:
             text = tokenizer.decode(tokens)
             verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
             ratio = compression_ratio(text)
-            if keep_best and not better((verdict, ratio, avg_logprob), (job.verdict, job.ratio, job.avg_logprob)):
+            if keep_best and not better((verdict, avg_logprob), (job.verdict, job.avg_logprob)):
                 continue
             job.tokens, job.avg_logprob, job.no_speech_prob = tokens, avg_logprob, result.no_speech_prob
             job.ratio, job.verdict, job.used_temperature = ratio, verdict, temperature

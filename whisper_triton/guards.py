@@ -42,16 +42,16 @@ def assess(text: str, avg_logprob: float, no_speech_prob: float, config: GuardCo
     return Verdict.OK
 
 
-def better(candidate: tuple[Verdict, float, float], incumbent: tuple[Verdict, float, float] | None) -> bool:
-    """Keep the best attempt: passing beats failing; then lower compression ratio; then higher log-prob.
+def better(candidate: tuple[Verdict, float], incumbent: tuple[Verdict, float] | None) -> bool:
+    """Keep the best attempt: passing (or silence) beats failing; then the higher log-prob wins.
 
-    Each tuple is (verdict, compression_ratio, avg_logprob).
+    Each tuple is (verdict, avg_logprob).
     """
     if incumbent is None:
         return True
     rank = {Verdict.OK: 0, Verdict.SILENCE: 0, Verdict.RETRY: 1}
-    c_verdict, c_ratio, c_logprob = candidate
-    i_verdict, i_ratio, i_logprob = incumbent
+    c_verdict, c_logprob = candidate
+    i_verdict, i_logprob = incumbent
     if rank[c_verdict] != rank[i_verdict]:
         return rank[c_verdict] < rank[i_verdict]
     return c_logprob > i_logprob
