@@ -46,5 +46,11 @@ bench: system-deps venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# Steady load for SOAK_ARGS (default 10 minutes) with the RSS of the gateway, tritonserver and each stub.
+.PHONY: soak
+soak: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf build $(VENV) .pytest_cache

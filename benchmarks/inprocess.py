@@ -23,21 +23,23 @@ from pathlib import Path
 
 from .common import DEFAULT_AUDIO, error_rate, load_clips, short_set
 
-# name, instances, cpu_threads, requests per call, max_batch_windows, context_floor_s, compute_type, group_by_length
+# name, instances, cpu_threads, requests per call, max_batch_windows, context_floor_s, compute_type,
+# group_by_length, context_margin_s, max_tokens_per_s
 LEVERS = [
-    ("sequential, 30 s context, 1x2 threads", 1, 2, 1, 1, 30.0, "int8", True),
-    ("context trimmed (floor 15 s), 1x2", 1, 2, 1, 1, 15.0, "int8", True),
-    ("trim 15 + batch 4, 1x2", 1, 2, 8, 4, 15.0, "int8", True),
-    ("trim 15 + batch 4, 2x1 (deployed)", 2, 1, 4, 4, 15.0, "int8", True),
-    ("trim 15 + batch 4, 2x1, no length grouping", 2, 1, 4, 4, 15.0, "int8", False),
-    ("trim 15 + batch 8, 2x1", 2, 1, 4, 8, 15.0, "int8", True),
-    ("trim 15 + batch 1, 2x1", 2, 1, 4, 1, 15.0, "int8", True),
-    ("30 s context + batch 4, 2x1", 2, 1, 4, 4, 30.0, "int8", True),
-    ("trim 10 + batch 4, 2x1", 2, 1, 4, 4, 10.0, "int8", True),
-    ("trim 20 + batch 4, 2x1", 2, 1, 4, 4, 20.0, "int8", True),
-    ("trim 15 + batch 4, 2x1, float32", 2, 1, 4, 4, 15.0, "float32", True),
+    ("sequential, 30 s context, 1x2 threads", 1, 2, 1, 1, 30.0, "int8", True, 0.0, 0.0),
+    ("context trimmed (floor 15 s), 1x2", 1, 2, 1, 1, 15.0, "int8", True, 0.0, 0.0),
+    ("trim 15 + batch 4, 1x2", 1, 2, 8, 4, 15.0, "int8", True, 0.0, 0.0),
+    ("trim 15 + batch 4, 2x1 (deployed until 2026-11-21)", 2, 1, 4, 4, 15.0, "int8", True, 0.0, 0.0),
+    ("window + 3 s margin (floor 5) + batch 2, 2x1 (deployed)", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 12.0),
+    ("margin 3 + batch 4, 2x1", 2, 1, 4, 4, 5.0, "int8", True, 3.0, 12.0),
+    ("margin 3 + batch 1, 2x1", 2, 1, 4, 1, 5.0, "int8", True, 3.0, 12.0),
+    ("margin 3 + batch 2, no token budget, 2x1", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 0.0),
+    ("margin 3 + batch 2, no length grouping, 2x1", 2, 1, 4, 2, 5.0, "int8", False, 3.0, 12.0),
+    ("floor 10, no margin + batch 2, 2x1", 2, 1, 4, 2, 10.0, "int8", True, 0.0, 12.0),
+    ("30 s context + batch 2, 2x1", 2, 1, 4, 2, 30.0, "int8", True, 0.0, 0.0),
+    ("margin 3 + batch 2, 2x1, float32", 2, 1, 4, 2, 5.0, "float32", True, 3.0, 12.0),
 ]
-QUICK = {0, 3, 7, 10}
+QUICK = {0, 3, 4, 9}
 
 
 def deployed_parameters(repository: Path) -> dict:
@@ -121,13 +123,15 @@ def levers(args) -> dict:
         clips = clips[: args.quick_clips]
     base = json.loads(args.params) if args.params else {}
     rows = []
-    for index, (name, instances, threads, per_call, mbw, floor, compute, grouping) in enumerate(LEVERS):
+    for index, (name, instances, threads, per_call, mbw, floor, compute, grouping, margin, budget) in enumerate(LEVERS):
         if args.quick and index not in QUICK:
             continue
-        params = {**base, "cpu_threads": str(threads), "max_batch_windows": str(mbw), "context_floor_s": str(floor), "compute_type": compute}
+        params = {**base, "cpu_threads": str(threads), "max_batch_windows": str(mbw), "context_floor_s": str(floor),
+                  "compute_type": compute, "context_margin_s": str(margin), "max_tokens_per_s": str(budget)}
         result = run_config(params, clips, instances, per_call, grouping)
         row = {"name": name, "instances": instances, "cpu_threads": threads, "requests_per_call": per_call,
-               "max_batch_windows": mbw, "context_floor_s": floor, "compute_type": compute, "group_by_length": grouping, **result}
+               "max_batch_windows": mbw, "context_floor_s": floor, "context_margin_s": margin, "max_tokens_per_s": budget,
+               "compute_type": compute, "group_by_length": grouping, **result}
         rows.append(row)
         print(f"    {name:<48s} RTFx {row['rtfx']:6.2f}  WER {row['wer_en']:.3f}  fallbacks {row['fallbacks']}/{row['windows']}", flush=True)
     return {"clips": [c.file for c in clips], "rows": rows}

@@ -281,10 +281,12 @@ def _markdown(results: dict, summary: dict, plots: list[str]) -> str:
         base = lev[0]["rtfx"]
         L += [f"{len(results['levers']['clips'])} clips. 'requests per call' = requests handed to one `transcribe()` call, as Triton's dynamic batcher gives one instance. "
               "Instances run as separate processes started together, clips shared round-robin. No length grouping = windows batched in arrival order instead of longest-first.", "",
-              "| config | instances x threads | requests/call | max_batch_windows | context floor (s) | compute | length grouping | RTFx | x first row | WER en | fallbacks / windows |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "Context = the batch's longest window + margin, at least the floor (at most 30 s). Token budget = first-pass `max_length` per second of audio (0 = 448); a window that uses it all is re-decoded.", "",
+              "| config | instances x threads | requests/call | max_batch_windows | context floor (s) | margin (s) | token budget (/s) | compute | length grouping | RTFx | x first row | WER en | fallbacks / windows |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in lev:
-            L.append(f"| {r['name']} | {r['instances']}x{r['cpu_threads']} | {r['requests_per_call']} | {r['max_batch_windows']} | {r['context_floor_s']:g} | {r['compute_type']} | "
+            L.append(f"| {r['name']} | {r['instances']}x{r['cpu_threads']} | {r['requests_per_call']} | {r['max_batch_windows']} | {r['context_floor_s']:g} | "
+                     f"{r.get('context_margin_s', 0):g} | {r.get('max_tokens_per_s', 0):g} | {r['compute_type']} | "
                      f"{'yes' if r['group_by_length'] else 'no'} | {_f(r['rtfx'])} | {_f(r['rtfx'] / base)} | {_f(r['wer_en'], 4)} | {r['fallbacks']}/{r['windows']} |")
     else:
         L.append("Not run.")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.errors import ModelNotFound
+
 ChineseScript = Literal["s2twp", "s2t", "s2tw", "s2hk", "t2s", "none"]
+# A Triton model name as this gateway accepts it; anything else (paths, URL escapes, control or
+# non-ASCII characters, over-long names) is refused with 404 before it reaches Triton.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class Settings(BaseSettings):
@@ -26,10 +33,25 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(100.0, gt=0)  # whole request body, MiB
     max_audio_seconds: float = Field(3600.0, gt=0)  # decoded audio; longer uploads get 400
-    max_in_flight: int = Field(32, ge=1)  # transcriptions at once per gateway; more get 429
+    # Requests one gateway holds at once (decoding, waiting for Triton, or in Triton); more get an
+    # immediate 429. A held request keeps its decoded audio (64 KB per second of audio): 256 one-minute
+    # clips are about 1 GB. Only max_triton_concurrency of them are sent to Triton at a time.
+    max_in_flight: int = Field(256, ge=1)
+    # Inference calls one gateway has outstanding to Triton; the other held requests wait in the gateway.
+    # Keep it at most the model's max_queue_size (64) divided by the gateways sharing one Triton.
+    max_triton_concurrency: int = Field(16, ge=1)
     triton_timeout_s: float = Field(600.0, gt=0)  # per inference call; past it: 503
     health_timeout_s: float = Field(3.0, gt=0)
     retry_after_s: int = Field(2, ge=0)  # Retry-After on 429
+
+    # Durable jobs (/v1/jobs): SQLite at jobs_dir/jobs.sqlite3, decoded audio under jobs_dir/audio/ until
+    # the job ends. Mount a volume there for jobs to outlive the container.
+    jobs_dir: Path = Path("~/.cache/whisper-triton/jobs")
+    job_chunk_seconds: float = Field(120.0, ge=5)  # a job is sent to Triton in pieces of about this length
+    job_workers: int = Field(1, ge=1)  # jobs run at once per jobs_dir
+    job_max_attempts: int = Field(3, ge=1)  # a job the gateway died under this many times is failed
+    max_job_upload_mb: float = Field(1024.0, gt=0)  # POST /v1/jobs body, MiB (other routes: max_upload_mb)
+    max_job_audio_seconds: float = Field(4 * 3600.0, gt=0)  # decoded audio of one job
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 
@@ -49,13 +71,33 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("jobs_dir", mode="after")
+    @classmethod
+    def _expand_jobs_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def max_job_upload_bytes(self) -> int:
+        return int(self.max_job_upload_mb * 1024 * 1024)
+
     def resolve_model(self, name: str | None) -> str:
-        """The Triton model for a requested name: empty and ``whisper-1`` mean the default model."""
+        """The Triton model for a requested name: empty and ``whisper-1`` mean the default model.
+
+        Raises ``ModelNotFound`` (404) for a name that is no valid model name (see ``MODEL_NAME``).
+        """
         name = (name or "").strip()
         if not name or name == "whisper-1":
             return self.default_model
+        if not MODEL_NAME.fullmatch(name):
+            raise ModelNotFound(f"The model {_printable(name)} does not exist", param="model")
         return name
+
+
+def _printable(name: str, limit: int = 64) -> str:
+    """A requested name as it may appear in an error message: ASCII-escaped, quoted, shortened."""
+    shown = ascii(name[:limit])
+    return shown + "..." if len(name) > limit else shown

@@ -90,8 +90,23 @@ _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_
                  415: "unsupported_media"}
 
 
+MAX_MESSAGE_CHARS = 1000
+# Bidirectional controls (a name could reverse the text around it in a log viewer or a browser).
+_BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C))
+
+
+def safe_message(message: str) -> str:
+    """An error message fit to show: control, bidi and line-separator characters escaped (``\\x00``,
+    ``\\u202e``), at most ``MAX_MESSAGE_CHARS``. Messages may quote what a client sent."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "..."
+    if message.isprintable() and not _BIDI.intersection(message):
+        return message
+    return "".join(ascii(c)[1:-1] if not c.isprintable() or c in _BIDI else c for c in message)
+
+
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return {"error": {"message": safe_message(message), "type": type, "param": param, "code": code}}
 
 
 def _respond(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

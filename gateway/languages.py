@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.errors import InvalidRequest
+
 LANGUAGES = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
     "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
@@ -32,14 +34,21 @@ _REGIONAL = {"zh-tw": "zh", "zh-hant": "zh", "zh-cn": "zh", "zh-hans": "zh", "zh
 def normalize(value: str | None) -> str:
     """A request's language (code, English name or regional tag) -> Whisper code; "" = detect.
 
-    Unknown values pass through lower-cased so that the model rejects them with its own message.
+    Anything else is refused here with 400 ``unsupported_language``, before Triton: its message shows
+    the value ASCII-escaped and shortened, and Triton never caches a refusal for it. (Whether a model
+    supports the language, e.g. an English-only one, is still the model's answer.)
     """
     key = (value or "").strip().lower().replace("_", "-")
     if key in ("", "auto", "detect"):
         return ""
     if key in LANGUAGES:
         return key
-    return _REGIONAL.get(key) or _BY_NAME.get(key) or key
+    code = _REGIONAL.get(key) or _BY_NAME.get(key)
+    if code is None:
+        shown = ascii(value[:32]) + ("..." if len(value or "") > 32 else "")
+        raise InvalidRequest(f"Unsupported language {shown}: use a Whisper language code such as 'en' or 'zh', "
+                             "or an English name such as 'german'", param="language", code="unsupported_language")
+    return code
 
 
 def name(code: str) -> str:

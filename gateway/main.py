@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from gateway import __version__, chinese, errors
 from gateway.config import Settings
 from gateway.deps import InFlightLimiter
-from gateway.limits import BodySizeLimit
+from gateway.jobs import Jobs
+from gateway.limits import PathBodyLimits
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import load_routers
 from gateway.routes.web import static_files
@@ -32,12 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if getattr(app.state, "triton", None) is None:  # tests may install a fake first
             app.state.triton = TritonClient(
                 settings.triton_url, timeout_s=settings.triton_timeout_s,
-                health_timeout_s=settings.health_timeout_s, retry_after_s=settings.retry_after_s)
+                health_timeout_s=settings.health_timeout_s, retry_after_s=settings.retry_after_s,
+                max_concurrency=settings.max_triton_concurrency)
         log.info("gateway up: triton=%s default_model=%s auth=%s", settings.triton_url,
                  settings.default_model, "on" if settings.api_key else "off")
+        app.state.jobs = Jobs(settings, app.state.triton)
+        await app.state.jobs.start()
         try:
             yield
         finally:
+            await app.state.jobs.stop()
             close = getattr(app.state.triton, "close", None)
             if close is not None:
                 await close()
@@ -52,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.triton = None
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(PathBodyLimits, max_bytes=settings.max_upload_bytes,
+                       path_limits={"/v1/jobs": settings.max_job_upload_bytes})
     app.add_middleware(MetricsMiddleware)
     for router in load_routers():
         app.include_router(router)

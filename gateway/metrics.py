@@ -15,6 +15,9 @@ LATENCY = Histogram("gateway_request_duration_seconds", "HTTP request latency by
 IN_FLIGHT = Gauge("gateway_requests_in_flight", "HTTP requests being served")
 AUDIO_SECONDS = Counter("gateway_audio_seconds", "Seconds of audio transcribed", ["model", "task"])
 TRITON_ERRORS = Counter("gateway_triton_errors", "Failed Triton calls by kind", ["kind"])
+TRITON_WAITING = Gauge("gateway_triton_waiting", "Requests holding decoded audio, waiting for a Triton slot "
+                       "(GATEWAY_MAX_TRITON_CONCURRENCY calls are outstanding at once)")
+TRITON_ACTIVE = Gauge("gateway_triton_active", "Inference calls outstanding to Triton")
 TRITON_LATENCY = Histogram("gateway_triton_request_duration_seconds", "Triton inference latency", ["model"],
                            buckets=_LATENCY_BUCKETS)
 

@@ -36,7 +36,7 @@ def options_for(*, language: str | None = None, task: str = "transcribe", prompt
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
                      options: Options, conversion: str) -> Transcription:
     name = settings.resolve_model(model)
-    audio = await media.decode_async(source, max_seconds=settings.max_audio_seconds)
+    audio = media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
     result = await triton.transcribe(name, audio.samples, options)
     metrics.AUDIO_SECONDS.labels(name, options.task).inc(audio.duration)
     if options.task == "transcribe":

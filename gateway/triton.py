@@ -6,6 +6,7 @@ batches requests that carry the same set of inputs. Errors leave as ``APIError``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -99,31 +100,56 @@ def map_error(exc: InferenceServerException, model: str, retry_after_s: int = 2)
 
 
 class TritonClient:
-    """One ``tritonclient.grpc.aio`` client (one channel) shared by all requests of the app."""
+    """One ``tritonclient.grpc.aio`` client (one channel) shared by all requests of the app.
+
+    At most ``max_concurrency`` inference calls are outstanding to Triton at once; further requests
+    wait here (FIFO, holding their decoded audio) instead of piling into Triton's queue, whose limit
+    (``max_queue_size``) would otherwise turn a burst into 429s. Admission (how many requests the
+    gateway holds at all) is the in-flight limit in ``gateway.deps``; keep ``max_concurrency`` below
+    the model's ``max_queue_size`` divided by the number of gateways sharing one Triton.
+    """
 
     def __init__(self, url: str, *, timeout_s: float = 600.0, health_timeout_s: float = 3.0,
-                 retry_after_s: int = 2) -> None:
+                 retry_after_s: int = 2, max_concurrency: int = 16) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.url = url
         self.timeout_s = timeout_s
         self.health_timeout_s = health_timeout_s
         self.retry_after_s = retry_after_s
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.active = 0  # inference calls outstanding to Triton now
+        self.waiting = 0  # requests waiting for a slot
         self._client = InferenceServerClient(url)
 
     async def close(self) -> None:
         await self._client.close()
 
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        self.waiting += 1
+        metrics.TRITON_WAITING.inc()
+        try:
+            await self._slots.acquire()
+        finally:  # also when the request is cancelled while it waits
+            self.waiting -= 1
+            metrics.TRITON_WAITING.dec()
+        self.active += 1
+        metrics.TRITON_ACTIVE.inc()
         start = time.perf_counter()
         try:
             result = await self._client.infer(
                 model,
-                build_inputs(audio, options),
+                build_inputs(audio, options),  # serialised only now: a waiting request holds one copy
                 outputs=[InferRequestedOutput(name) for name in OUTPUTS],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise map_error(exc, model, self.retry_after_s) from None
         finally:
+            self._slots.release()
+            self.active -= 1
+            metrics.TRITON_ACTIVE.dec()
             metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - start)
         return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
 

@@ -16,6 +16,18 @@ from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 MODELS = ["whisper", "whisper-tiny-en"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _jobs_dir_outside_home(tmp_path_factory):
+    """Gateways built in tests keep their durable-jobs database in a temporary directory, not in ~."""
+    previous = os.environ.get("GATEWAY_JOBS_DIR")
+    os.environ["GATEWAY_JOBS_DIR"] = str(tmp_path_factory.mktemp("jobs"))
+    yield
+    if previous is None:
+        os.environ.pop("GATEWAY_JOBS_DIR", None)
+    else:
+        os.environ["GATEWAY_JOBS_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory):
     """tritonserver from the nvidia-pytriton wheel, serving ``model_repository/`` on free ports."""

@@ -20,7 +20,7 @@ def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[str]:
     """``uvicorn gateway.main:create_app --factory`` on a free port; yields its base URL."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
-    environ.update({"GATEWAY_TRITON_URL": triton_url, **env})
+    environ.update({"GATEWAY_TRITON_URL": triton_url, "GATEWAY_JOBS_DIR": str(log_dir / f"jobs-{port}"), **env})
     log_path = log_dir / f"gateway-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

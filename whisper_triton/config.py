@@ -34,6 +34,8 @@ class EngineConfig:
     beam_size: int = 5
     max_batch_windows: int = 4
     context_floor_s: float = 15.0
+    context_margin_s: float = 0.0  # trailing silence kept after the longest window of a batch
+    max_tokens_per_s: float = 0.0  # decoding budget per second of audio on the first pass; 0 = model's 448
     vad: bool = True
     vad_threshold: float = 0.5
     compression_ratio_threshold: float = 2.4
@@ -88,6 +90,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_batch_windows": lambda v: int(v.strip()),
     "best_of": lambda v: int(v.strip()),
     "context_floor_s": lambda v: float(v.strip()),
+    "context_margin_s": lambda v: float(v.strip()),
+    "max_tokens_per_s": lambda v: float(v.strip()),
     "vad_threshold": lambda v: float(v.strip()),
     "compression_ratio_threshold": lambda v: float(v.strip()),
     "log_prob_threshold": lambda v: float(v.strip()),
@@ -106,6 +110,8 @@ _CHECKS = (
     ("max_batch_windows", lambda v: 1 <= v <= 256, "must be between 1 and 256"),
     ("best_of", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
     ("context_floor_s", lambda v: 1.0 <= v <= 30.0, "must be between 1 and 30 seconds"),
+    ("context_margin_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
+    ("max_tokens_per_s", lambda v: v == 0 or 2.0 <= v <= 100.0, "must be 0 (off) or between 2 and 100"),
     ("vad_threshold", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("compression_ratio_threshold", lambda v: v > 1.0, "must be > 1"),
     ("no_speech_threshold", lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1"),

@@ -31,7 +31,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 from . import weights
 from .batching import plan_batches
 from .config import EngineConfig
-from .features import batch_features, context_frames, frames_for
+from .features import batch_features, context_frames, frames_for, token_budget
 from .guards import GuardConfig, Verdict, assess, better, compression_ratio
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps
@@ -230,7 +230,9 @@ class WhisperEngine:
             self._decode_batch(batch, full_context, beam_size, temp, keep_best)
 
     def _decode_batch(self, batch: list[_Job], full_context: bool, beam_size: int, temperature: float, keep_best: bool) -> None:
-        n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s, full=full_context)
+        longest = max(j.samples for j in batch)
+        n_frames = context_frames(longest, self.config.context_floor_s, full=full_context,
+                                  margin_s=self.config.context_margin_s)
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
         self.stats.batches += 1
@@ -249,6 +251,10 @@ class WhisperEngine:
             tokenizer = self.tokenizer(job.language, job.task)
             suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
             prompts.append(build_prompt(tokenizer, job.prompt_tokens))
+        # The first pass decodes under a budget per second of audio; a retry gets the model's full length.
+        max_length = self.model.max_length
+        if not full_context:
+            max_length = token_budget(longest, self.config.max_tokens_per_s, max(len(p) for p in prompts), max_length)
         sampling = {"beam_size": beam_size, "patience": 1.0}
         if temperature > 0:
             sampling = {"beam_size": 1, "num_hypotheses": self.config.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
@@ -256,7 +262,7 @@ class WhisperEngine:
             encoded,
             prompts,
             length_penalty=1.0,
-            max_length=self.model.max_length,
+            max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -264,13 +270,15 @@ class WhisperEngine:
             max_initial_timestamp_index=50,
             **sampling,
         )
-        for job, result in zip(batch, results):
+        for job, result, prompt in zip(batch, results, prompts):
             tokenizer = self.tokenizer(job.language, job.task)
             tokens = result.sequences_ids[0]
             seq_len = len(tokens)
             avg_logprob = result.scores[0] * seq_len / (seq_len + 1)
             text = tokenizer.decode(tokens)
             verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
+            if max_length < self.model.max_length and seq_len + len(prompt) >= max_length - 1:
+                verdict = Verdict.RETRY  # ran out of budget: a runaway (or unusually dense) window
             ratio = compression_ratio(text)
             if keep_best and not better((verdict, avg_logprob), (job.verdict, job.avg_logprob)):
                 continue
@@ -286,7 +294,8 @@ class WhisperEngine:
             tokenizer = self.tokenizer(language, task)
             for batch_ids in plan_batches([0] * len(members), [j.samples for j in members], self.config.max_batch_windows):
                 batch = [members[i] for i in batch_ids]
-                n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s)
+                n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s,
+                                          margin_s=self.config.context_margin_s)
                 features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
                 segments = [
                     [

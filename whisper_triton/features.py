@@ -20,11 +20,14 @@ def frames_for(samples: int) -> int:
     return math.ceil(samples / HOP_LENGTH)
 
 
-def context_frames(longest_samples: int, floor_s: float, full: bool = False) -> int:
-    """Frames for a batch whose longest window has ``longest_samples`` samples (even, <= 3000)."""
+def context_frames(longest_samples: int, floor_s: float, full: bool = False, margin_s: float = 0.0) -> int:
+    """Frames for a batch whose longest window has ``longest_samples`` samples (even, <= 3000).
+
+    The context is the longest window plus ``margin_s`` of trailing silence, and at least ``floor_s``.
+    """
     if full:
         return FULL_CONTEXT_FRAMES
-    wanted = max(frames_for(longest_samples), int(floor_s * 100))
+    wanted = max(frames_for(longest_samples) + int(margin_s * 100), int(floor_s * 100))
     wanted += wanted % 2  # the encoder's stride-2 convolution halves the frames
     return min(wanted, FULL_CONTEXT_FRAMES)
 
@@ -39,3 +42,17 @@ def batch_features(extractor, windows: list[np.ndarray], n_frames: int) -> np.nd
         mel = extractor(padded, padding=HOP_LENGTH)
         out.append(mel[:, :n_frames])
     return np.ascontiguousarray(np.stack(out).astype(np.float32))
+
+
+def token_budget(window_samples: int, tokens_per_s: float, prompt_tokens: int, model_max: int) -> int:
+    """``max_length`` for decoding a window of ``window_samples``: ``tokens_per_s`` per second of audio plus
+    the prompt and a little slack, at most the model's own limit; 0 = no budget (the model's limit).
+
+    Real speech stays far below ~12 tokens/s (text and timestamp tokens together); a window that
+    collapses into repetition runs on to the model's 448 tokens. A budget stops it early, and the
+    engine then re-decodes it as a failed window.
+    """
+    if tokens_per_s <= 0:
+        return model_max
+    seconds = window_samples / (HOP_LENGTH * 100)
+    return min(model_max, prompt_tokens + 16 + math.ceil(seconds * tokens_per_s))

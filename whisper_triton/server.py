@@ -181,6 +181,24 @@ class TritonServer(Child):
     def ready(self) -> bool:
         return _get(f"{self.http_url}/v2/health/ready") == 200
 
+    def stub_pids(self) -> list[int]:
+        """The Python-backend stub processes (one per model instance) that tritonserver started."""
+        if not self.alive():
+            return []
+        parent = self.process.pid
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == parent and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # the process ended while we looked
+        return found
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -213,6 +231,7 @@ class Supervisor:
         self.settings, self.with_gateway = settings, with_gateway
         self.stopping = False
         self.restarts = 0
+        self.expected_stubs: int | None = None  # stub processes once ready; fewer later = an instance died
         self.triton = self._new_triton()
         self.gateway = gateway_child(settings) if with_gateway else None
 
@@ -276,13 +295,27 @@ class Supervisor:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 self.triton = self._new_triton()
+                self.expected_stubs = None
                 self.triton.start()
             elif self.triton.ready():
                 backoff = 1.0
+                self._check_stubs()
             if self.gateway and not self.gateway.alive() and not self.stopping:
                 print("gateway exited; restarting", file=sys.stderr, flush=True)
                 self.gateway = gateway_child(self.settings)
                 self.gateway.start()
+
+
+    def _check_stubs(self) -> None:
+        """A model instance whose stub process died fails every batch sent to it while Triton still reports
+        ready, and Triton 2.51 does not restart the stub. So a missing stub restarts tritonserver."""
+        stubs = len(self.triton.stub_pids())
+        if self.expected_stubs is None:
+            self.expected_stubs = stubs
+        elif stubs < self.expected_stubs:
+            print(f"a model instance's backend stub died ({stubs} of {self.expected_stubs} left); restarting tritonserver",
+                  file=sys.stderr, flush=True)
+            self.triton.stop(10)  # the loop sees it gone and restarts it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The wheel's dependencies are pinned in pyproject.toml, so this install is reproducible.
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin gateway
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin gateway \
+    && install -d -o 10001 -g 10001 /var/lib/whisper-jobs
 COPY deploy/docker/gateway_healthcheck.py /usr/local/bin/gateway-healthcheck
 USER 10001:10001
 WORKDIR /home/gateway

@@ -11,7 +11,7 @@ import importlib.util
 
 from fastapi import APIRouter
 
-ROUTERS = ("system", "openai", "legacy", "web")
+ROUTERS = ("system", "openai", "legacy", "web", "jobs")
 OPTIONAL_ROUTERS = ("stream",)
 
 

@@ -108,6 +108,9 @@ def test_compose_shape(no_env):
     assert gateway["build"]["dockerfile"] == "deploy/docker/gateway.Dockerfile"
     assert "gateway-healthcheck" in " ".join(gateway["healthcheck"]["test"])
     assert "model-cache" in config["volumes"]
+    # Durable jobs outlive the container: their directory is the named volume.
+    jobs_dir = gateway["environment"]["GATEWAY_JOBS_DIR"]
+    assert any(v.startswith(f"gateway-jobs:{jobs_dir}") for v in gateway["volumes"]) and "gateway-jobs" in config["volumes"]
 
 
 def _compose_variables() -> set[str]:
@@ -141,7 +144,8 @@ def test_gateway_settings_are_all_forwarded(no_env):
     assert expected | {"API_KEY"} == set(environment)
     for name, field in fields.items():
         key = f"GATEWAY_{name.upper()}"
-        if key in expected and key != "GATEWAY_TRITON_URL":  # compose's Triton is `triton`, not localhost
+        # compose's Triton is `triton`, not localhost; its jobs live on the gateway-jobs volume
+        if key in expected and key not in ("GATEWAY_TRITON_URL", "GATEWAY_JOBS_DIR"):
             default = field.default
             want = str(default).lower() if isinstance(default, bool) else str(default)
             assert str(environment[key]) == want, f"{key}: compose {environment[key]!r}, gateway {default!r}"
@@ -321,3 +325,18 @@ def test_gpu_config_matches_cpu_interface():
     assert re.search(r"kind:\s*KIND_GPU", gpu) and not re.search(r"KIND_CPU", gpu)
     assert int(re.search(r"max_batch_size: (\d+)", gpu).group(1)) >= 32
     assert "allow_ragged_batch: true" in gpu
+
+
+def test_k8s_jobs_have_one_writer_and_a_volume():
+    """SQLite wants one writer on a local disk: one replica, a volume at GATEWAY_JOBS_DIR, /v1/jobs routed to it."""
+    docs = _k8s_docs()
+    jobs = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "gateway-jobs")
+    assert jobs["spec"]["replicas"] == 1
+    (container,) = jobs["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    claim = jobs["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert mounts[claim] == env["GATEWAY_JOBS_DIR"]
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    routes = {p["path"]: p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert routes["/v1/jobs"] == "gateway-jobs" and routes["/"] == "gateway"

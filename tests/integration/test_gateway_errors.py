@@ -41,6 +41,21 @@ def test_empty_file(http):
     assert "empty" in error["message"]
 
 
+def test_silent_upload_is_400(http):
+    """Two seconds of digital silence: nothing to transcribe, refused before it costs Triton a decode."""
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(2 * 32000))
+    error = error_of(http.post(URL, files={"file": ("silence.wav", buf.getvalue())}), 400, "silent_audio")
+    assert error["param"] == "file" and "silent" in error["message"]
+
+
 def test_truncated_header_only_wav(http, shared_audio):
     header_only = clip("en/LDC93S1.wav")["path"].read_bytes()[:44]  # a wav with zero samples
     r = http.post(URL, files={"file": ("short.wav", header_only)})
@@ -84,7 +99,7 @@ def test_bad_response_format(http, shared_audio):
     assert error["param"] == "response_format"
 
 
-def test_unknown_language_passes_the_model_message(http, shared_audio):
+def test_unknown_language_is_refused_with_its_name(http, shared_audio):
     with open(clip("en/LDC93S1.wav")["path"], "rb") as fh:
         error = error_of(http.post(URL, files={"file": fh}, data={"language": "xx", "model": "whisper-1"}), 400)
     assert "xx" in error["message"]

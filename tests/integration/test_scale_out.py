@@ -279,7 +279,7 @@ def _small_queue_repository(tmp_path: Path) -> Path:
         (r"(?m)^max_batch_size: \d+", "max_batch_size: 1"),
         (r"preferred_batch_size: \[[^\]]*\]", "preferred_batch_size: [ 1 ]"),
         (r"max_queue_size: \d+", "max_queue_size: 2"),
-        (r"response_cache \{\s*enable: true\s*\}", "response_cache {\n  enable: false\n}"),
+        (r"response_cache \{\s*enable: (?:true|false)\s*\}", "response_cache {\n  enable: false\n}"),
     ]
     for pattern, replacement in edits:
         text, n = re.subn(pattern, replacement, text)

@@ -1,4 +1,4 @@
-"""`make serve`'s supervisor: Ctrl-C leaves no orphans; a killed tritonserver is restarted."""
+"""`make serve`'s supervisor: Ctrl-C leaves no orphans; a killed tritonserver or model-instance stub is restarted."""
 
 from __future__ import annotations
 
@@ -82,3 +82,29 @@ def test_killed_triton_is_restarted(supervisor):
     assert _pids(f"tritonserver.*--http-port={http}") != [pid]
     with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
         assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""
+
+
+def test_killed_model_instance_stub_restarts_triton(supervisor, tmp_path):
+    """Triton 2.51 keeps reporting ready with a dead instance stub (its batches fail); the supervisor notices."""
+    from client import WhisperTritonClient
+
+    _, http, grpc = supervisor
+    [triton_pid] = _pids(f"tritonserver.*--http-port={http}")
+    stubs = [p for p in _pids("triton_python_backend_stub") if _ppid(p) == triton_pid]
+    assert stubs, "no backend stub under tritonserver"
+    time.sleep(1.5)  # the supervisor counts the stubs once ready
+    os.kill(stubs[0], signal.SIGKILL)
+    _wait(lambda: _pids(f"tritonserver.*--http-port={http}") not in ([triton_pid], []), 30)
+    recovery = _wait(lambda: _ready(http), 120)
+    print(f"tritonserver restarted and ready {recovery:.1f} s after a stub was killed")
+    with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
+        assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""
+    assert b"backend stub died" in (tmp_path / "serve.log").read_bytes()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1

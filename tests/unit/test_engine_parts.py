@@ -7,8 +7,8 @@ import pytest
 
 from whisper_triton.batching import plan_batches
 from whisper_triton.config import EngineConfig
-from whisper_triton.features import FULL_CONTEXT_FRAMES, batch_features, context_frames
-from whisper_triton.guards import GuardConfig, Verdict, assess, compression_ratio
+from whisper_triton.features import FULL_CONTEXT_FRAMES, batch_features, context_frames, token_budget
+from whisper_triton.guards import GuardConfig, Verdict, assess, compression_ratio, is_repeated_phrase
 from whisper_triton.segments import split_by_timestamps
 from whisper_triton.triton_io import parse_request, result_tensors
 from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
@@ -43,6 +43,28 @@ def test_context_is_longest_window_with_floor_and_cap():
     assert context_frames(int(20.005 * SR), floor_s=15) == 2002  # rounded up to even
     assert context_frames(40 * SR, floor_s=15) == FULL_CONTEXT_FRAMES
     assert context_frames(3 * SR, floor_s=15, full=True) == FULL_CONTEXT_FRAMES
+
+
+def test_context_margin_adds_trailing_silence_above_the_floor():
+    assert context_frames(3 * SR, floor_s=5, margin_s=3) == 600  # 3 s + 3 s margin beats the 5 s floor
+    assert context_frames(1 * SR, floor_s=5, margin_s=3) == 500  # the floor still holds for short windows
+    assert context_frames(int(10.005 * SR), floor_s=5, margin_s=3) == 1302  # rounded up to even
+    assert context_frames(29 * SR, floor_s=5, margin_s=3) == FULL_CONTEXT_FRAMES  # never past 30 s
+
+
+def test_token_budget_scales_with_audio_and_respects_the_model_limit():
+    assert token_budget(5 * SR, 12.0, prompt_tokens=4, model_max=448) == 4 + 16 + 60
+    assert token_budget(30 * SR, 12.0, prompt_tokens=4, model_max=448) == 4 + 16 + 360
+    assert token_budget(30 * SR, 20.0, prompt_tokens=4, model_max=448) == 448
+    assert token_budget(5 * SR, 0.0, prompt_tokens=4, model_max=448) == 448  # 0 = off
+
+
+def test_new_context_parameters_are_validated():
+    assert EngineConfig.from_parameters({"context_margin_s": "3", "max_tokens_per_s": "12"}).context_margin_s == 3.0
+    with pytest.raises(ValueError, match="max_tokens_per_s"):
+        EngineConfig.from_parameters({"max_tokens_per_s": "1"})
+    with pytest.raises(ValueError, match="context_margin_s"):
+        EngineConfig.from_parameters({"context_margin_s": "-1"})
 
 
 def test_batch_features_pad_to_context():
@@ -169,3 +191,12 @@ def test_uncovered_finds_skipped_speech():
     assert uncovered(speech, covered, min_samples=SR, join_samples=SR) == [Span(4 * SR, 10 * SR), Span(12 * SR, 17 * SR)]
     assert uncovered(speech, [Span(0, 20 * SR)], min_samples=SR, join_samples=SR) == []
     assert uncovered([Span(0, 10 * SR)], [Span(0, int(9.5 * SR))], min_samples=SR, join_samples=SR) == []
+
+
+def test_a_phrase_said_twice_is_a_failed_window():
+    assert is_repeated_phrase("8. The Press Yard 8. The Press Yard")
+    assert is_repeated_phrase("ask not what ask not what ask not what")
+    assert not is_repeated_phrase("Thank you. Thank you.")  # two words: real speech does this
+    assert not is_repeated_phrase("And so my fellow Americans, ask not what your country can do for you")
+    assert not is_repeated_phrase("")
+    assert assess("8. The Press Yard 8. The Press Yard", -0.2, 0.01, GuardConfig()) is Verdict.RETRY

@@ -312,3 +312,53 @@ def test_web_page_is_self_contained(api):
         assert client.get(asset).status_code == 200
     for text in (page.text, client.get("/static/app.js").text, client.get("/static/app.css").text):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "%2e%2e%2fwhisper", "whisper\x00", "\u202ewhisper", "ｗｈｉｓｐｅｒ",
+                                  "w" * 129, "-whisper", "whisper/x", "..", "whisper\r\nX-Evil: 1"])
+def test_hostile_model_names_are_404_before_decoding_or_triton(api, name):
+    client, fake = api
+    body = error(post(client, {"model": name}), 404, "model_not_found")
+    assert body["param"] == "model" and body["message"].isprintable() and "\u202e" not in body["message"]
+    r = client.post("/transcribe/binary", params={"model": name}, content=wav())
+    assert r.status_code == 404 and r.json()["success"] is False
+    assert fake.calls == []
+
+
+def test_valid_model_names_still_reach_triton(api):
+    client, fake = api
+    for name in ("whisper-tiny-en", " whisper ", "whisper-1"):
+        assert post(client, {"model": name}).status_code == 200, name
+    r = post(client, {"model": "no-such.model_v2"})  # well-formed but unknown: Triton's 404
+    error(r, 404, "model_not_found")
+    assert [c[0] for c in fake.calls] == ["whisper-tiny-en", "whisper", "whisper", "no-such.model_v2"]
+
+
+def test_unknown_language_is_refused_before_triton_and_escaped(api):
+    client, fake = api
+    body = error(post(client, {"language": "xx"}), 400, "unsupported_language")
+    assert body["param"] == "language" and "'xx'" in body["message"]
+    body = error(post(client, {"language": "e\x00n\u202e" + "x" * 100}), 400, "unsupported_language")
+    assert body["message"].isprintable() and "\\x00" in body["message"] and "\\u202e" in body["message"]
+    assert fake.calls == []
+    assert post(client, {"language": "Haitian Creole"}).status_code == 200
+    assert fake.calls[-1][2].language == "ht"
+
+
+def test_error_messages_escape_control_and_bidi_characters():
+    from gateway.errors import MAX_MESSAGE_CHARS, error_body, safe_message
+
+    assert safe_message("plain 'text', 日本語 é") == "plain 'text', 日本語 é"
+    assert safe_message("a\x00b\nc\u202ed\u2028") == "a\\x00b\\nc\\u202ed\\u2028"
+    assert len(error_body("x" * 5000, "invalid_request_error")["error"]["message"]) == MAX_MESSAGE_CHARS + 3
+
+
+def test_huge_or_numerous_headers_get_431():
+    client, fake = make_client()
+    with client:
+        error(post(client, headers={"X-Big": "a" * 40_000}), 431, "request_header_fields_too_large")
+        error(post(client, headers={f"X-H{i}": "v" for i in range(120)}), 431, "request_header_fields_too_large")
+        r = client.post("/transcribe/binary", content=wav(), headers={"X-Big": "a" * 40_000})
+        assert r.status_code == 431 and r.json()["success"] is False
+        assert post(client, headers={f"X-H{i}": "v" * 100 for i in range(50)}).status_code == 200
+    assert len(fake.calls) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway import media
-from gateway.errors import APIError
+from gateway.errors import APIError, MediaError
 
 
 def encode(container: str, codec: str, *, rate: int = 44100, seconds: float = 1.5, channels: int = 2,
@@ -123,3 +123,75 @@ async def test_decode_async_runs_in_a_worker_thread(monkeypatch):
     decoded = await media.decode_async(encode("wav", "pcm_s16le"))
     assert decoded.duration == pytest.approx(1.5, abs=0.05)
     assert seen and seen[0] != threading.get_ident()
+
+
+def _peak_traced_mb(fn) -> float:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def test_declared_duration_over_the_limit_is_refused_before_decoding():
+    from tests.fuzz_gateway import silent_flac
+
+    ten_hours = silent_flac(10 * 3600)  # 64 KB
+    assert len(ten_hours) < 100_000
+    errors = []
+
+    def run():
+        with pytest.raises(APIError) as err:
+            media.decode(ten_hours, max_seconds=3600)
+        errors.append(err.value)
+
+    assert _peak_traced_mb(run) < 5
+    assert (errors[0].status_code, errors[0].code) == (400, "audio_too_long")
+    assert "36000 seconds" in errors[0].message
+    assert media.decode(silent_flac(5), max_seconds=10).duration == pytest.approx(5.0)
+
+
+def test_decompression_bomb_stops_decoding_at_the_limit():
+    """No declared length, 10 hours inside: decoding stops at the first frame past the limit."""
+    from tests.fuzz_gateway import silent_flac
+
+    bomb = silent_flac(10 * 3600, declare_length=False)
+
+    def run():
+        with pytest.raises(APIError) as err:
+            media.decode(bomb, max_seconds=60)
+        assert err.value.code == "audio_too_long"
+
+    assert _peak_traced_mb(run) < 30  # 60 s of float32 at 16 kHz is 3.8 MB; 10 h would be 2.3 GB
+
+
+def test_one_hertz_wav_is_refused_before_resampling():
+    """One 4096-sample packet at 1 Hz is 68 minutes: counted in input seconds, never resampled."""
+    from tests.fuzz_gateway import wav_header
+
+    data = wav_header(rate=1, data_bytes=2 * 20_000) + bytes(2 * 20_000)
+    data = data[:40] + (0).to_bytes(4, "little") + data[44:]  # "size unknown": no declared duration
+
+    def run():
+        with pytest.raises(APIError) as err:
+            media.decode(data, max_seconds=3600)
+        assert err.value.code == "audio_too_long"
+
+    assert _peak_traced_mb(run) < 30
+
+
+
+def test_silent_audio_is_refused_but_quiet_speech_is_not():
+    silent = media.Audio(samples=np.zeros(16000, dtype=np.float32), duration=1.0)
+    with pytest.raises(MediaError) as info:
+        media.require_sound(silent)
+    assert info.value.status_code == 400 and info.value.code == "silent_audio"
+    dither = media.Audio(samples=np.full(16000, 3e-5, dtype=np.float32), duration=1.0)  # 1 LSB of 16-bit
+    with pytest.raises(MediaError):
+        media.require_sound(dither)
+    quiet = media.Audio(samples=(0.003 * np.sin(np.arange(16000) / 5)).astype(np.float32), duration=1.0)  # -50 dBFS
+    assert media.require_sound(quiet) is quiet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
 from gateway.results import Options
-from gateway.triton import build_inputs, map_error, parse_outputs
+from gateway import metrics
+from gateway.triton import TritonClient, build_inputs, map_error, parse_outputs
 
 
 def test_all_seven_inputs_always_sent():
@@ -62,3 +64,86 @@ def test_error_map(status, message, expected, http):
 def test_unexpected_triton_error_is_not_a_500():
     error = map_error(InferenceServerException(msg="boom", status="StatusCode.INTERNAL"), "whisper")
     assert error.status_code == 502 and "boom" in error.message
+
+
+# ---------------------------------------------------------------- bounded concurrency towards Triton
+class _FakeResult:
+    def as_numpy(self, name):
+        return {"TEXT": np.array([[b" ok"]], dtype=object), "SEGMENTS": np.array([[b"[]"]], dtype=object),
+                "LANGUAGE": np.array([[b"en"]], dtype=object), "DURATION": np.array([[1.0]], dtype=np.float32)}[name]
+
+
+class _FakeGrpc:
+    """``infer`` blocks until released; records how many calls were outstanding at once."""
+
+    def __init__(self, fail: set[int] = frozenset()):
+        self.outstanding = 0
+        self.peak = 0
+        self.started: list[int] = []
+        self.release = None
+        self.fail = fail
+
+    async def infer(self, model, inputs, outputs=None, client_timeout=None):
+        n = len(self.started)  # call order
+        self.started.append(n)
+        self.outstanding += 1
+        self.peak = max(self.peak, self.outstanding)
+        try:
+            await self.release.wait()
+            if n in self.fail:
+                raise InferenceServerException(msg="AUDIO is empty", status="StatusCode.INVALID_ARGUMENT")
+            return _FakeResult()
+        finally:
+            self.outstanding -= 1
+
+    async def close(self):
+        pass
+
+
+def test_client_holds_requests_past_max_concurrency():
+    async def scenario():
+        client = TritonClient("127.0.0.1:1", max_concurrency=3)
+        fake = client._client = _FakeGrpc(fail={1})
+        fake.release = asyncio.Event()
+        tasks = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
+                 for _ in range(10)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert (client.active, client.waiting, fake.outstanding) == (3, 7, 3)
+        assert metrics.TRITON_WAITING._value.get() == 7 and metrics.TRITON_ACTIVE._value.get() == 3
+        fake.release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        # every request reached Triton, never more than 3 at once, and an error frees its slot too
+        assert fake.peak == 3 and len(fake.started) == 10
+        assert isinstance(outcomes[1], InvalidRequest)
+        assert [o.text for i, o in enumerate(outcomes) if i != 1] == ["ok"] * 9
+        assert (client.active, client.waiting) == (0, 0)
+        assert metrics.TRITON_WAITING._value.get() == 0 and metrics.TRITON_ACTIVE._value.get() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_frees_nothing_it_did_not_take():
+    async def scenario():
+        client = TritonClient("127.0.0.1:1", max_concurrency=1)
+        fake = client._client = _FakeGrpc()
+        fake.release = asyncio.Event()
+        first = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
+        second = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert (client.active, client.waiting) == (1, 1)
+        second.cancel()  # the HTTP client went away while it waited
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert (client.active, client.waiting) == (1, 0) and metrics.TRITON_WAITING._value.get() == 0
+        fake.release.set()
+        assert (await first).text == "ok"
+        assert (client.active, client.waiting) == (0, 0) and len(fake.started) == 1
+
+    asyncio.run(scenario())
+
+
+def test_max_concurrency_must_be_positive():
+    with pytest.raises(ValueError):
+        TritonClient("127.0.0.1:1", max_concurrency=0)

@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from whisper_triton.config import EngineConfig
 from whisper_triton.engine import WhisperEngine
+from whisper_triton.isolation import EngineFailure, transcribe_isolated
 from whisper_triton.triton_io import parse_request, result_tensors
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -41,17 +42,16 @@ class TritonPythonModel:
             except ValueError as exc:
                 parsed.append(exc)
         valid = [p for p in parsed if not isinstance(p, Exception)]
-        try:
-            results = iter(self.engine.transcribe(valid))
-        except Exception:  # a bug must not leak a traceback to clients; it fails this batch only
-            log.exception("transcription failed for a batch of %d requests", len(valid))
-            error = pb_utils.TritonError("internal error while transcribing; see the server log")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        # If the batched call raises, each request is retried alone: a crash fails only its own requests.
+        results = iter(transcribe_isolated(self.engine.transcribe, valid))
 
         responses = []
         for item in parsed:
             outcome = item if isinstance(item, Exception) else next(results)
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, EngineFailure):  # a bug must not leak a traceback to clients
+                error = pb_utils.TritonError(str(outcome))  # code INTERNAL
+                responses.append(pb_utils.InferenceResponse(error=error))
+            elif isinstance(outcome, Exception):
                 error = pb_utils.TritonError(str(outcome), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
