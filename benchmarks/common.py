@@ -173,3 +173,22 @@ def model_path(name: str = "bundled:base") -> str:
     from whisper_triton import weights
 
     return str(weights.resolve(name))
+
+
+def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
+    """True once ``url`` answers 200 within ``timeout`` seconds; False on timeout or when ``alive()`` turns false."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return True
+        except Exception:
+            pass
+        if not alive():
+            return False
+        time.sleep(0.5)
+    return False

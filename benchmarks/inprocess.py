@@ -30,7 +30,8 @@ LEVERS = [
     ("context trimmed (floor 15 s), 1x2", 1, 2, 1, 1, 15.0, "int8", True, 0.0, 0.0),
     ("trim 15 + batch 4, 1x2", 1, 2, 8, 4, 15.0, "int8", True, 0.0, 0.0),
     ("trim 15 + batch 4, 2x1 (deployed until 2026-11-21)", 2, 1, 4, 4, 15.0, "int8", True, 0.0, 0.0),
-    ("window + 3 s margin (floor 5) + batch 2, 2x1 (deployed)", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 12.0),
+    ("window + 3 s margin (floor 10) + batch 2, 2x1 (deployed)", 2, 1, 4, 2, 10.0, "int8", True, 3.0, 12.0),
+    ("window + 3 s margin (floor 5) + batch 2, 2x1", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 12.0),
     ("margin 3 + batch 4, 2x1", 2, 1, 4, 4, 5.0, "int8", True, 3.0, 12.0),
     ("margin 3 + batch 1, 2x1", 2, 1, 4, 1, 5.0, "int8", True, 3.0, 12.0),
     ("margin 3 + batch 2, no token budget, 2x1", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 0.0),
@@ -39,7 +40,7 @@ LEVERS = [
     ("30 s context + batch 2, 2x1", 2, 1, 4, 2, 30.0, "int8", True, 0.0, 0.0),
     ("margin 3 + batch 2, 2x1, float32", 2, 1, 4, 2, 5.0, "float32", True, 3.0, 12.0),
 ]
-QUICK = {0, 3, 4, 9}
+QUICK = {0, 3, 4, 10}
 
 
 def deployed_parameters(repository: Path) -> dict:

@@ -29,28 +29,13 @@ import urllib.request
 from pathlib import Path
 
 from . import inprocess, loadgen, perf, report
-from .common import DEFAULT_AUDIO, ROOT, free_port, load_clips, machine_description, model_path, short_set
+from .common import DEFAULT_AUDIO, ROOT, wait_http, free_port, load_clips, machine_description, model_path, short_set
 
 BASELINE_SETTINGS = {"compute_type": "int8", "beam_size": 5, "cpu_threads": 2, "batch_size": 8}
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                if response.status == 200:
-                    return True
-        except Exception:
-            pass
-        if not alive():
-            return False
-        time.sleep(0.5)
-    return False
 
 
 def machine_tag() -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_AUDIO, ROOT, Clip, free_port, load_clips, machine_description, matches_own_clip, short_set
+from .common import DEFAULT_AUDIO, ROOT, wait_http, Clip, free_port, load_clips, machine_description, matches_own_clip, short_set
 
 STUB = "triton_python_backend_stub"
 
@@ -221,23 +221,6 @@ async def drive(url: str, clips: list[Clip], payloads: dict[str, bytes], *, seco
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return records
-
-
-def wait_http(url: str, timeout: float, alive) -> bool:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                if response.status == 200:
-                    return True
-        except Exception:
-            pass
-        if not alive():
-            return False
-        time.sleep(0.5)
-    return False
 
 
 # ---------------------------------------------------------------------------- report

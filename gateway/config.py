@@ -55,6 +55,14 @@ class Settings(BaseSettings):
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 
+    # Live streaming (/v1/stream, WebSocket): LocalAgreement-2 over a growing buffer.
+    max_streams: int = Field(16, ge=1)  # concurrent streams per gateway; more are closed with 1013
+    stream_step_s: float = Field(1.0, ge=0.1)  # new audio between two decodes of a stream's buffer
+    stream_beam_size: int = Field(1, ge=0, le=16)  # beam for streaming decodes; 0 = the model's default
+    stream_trim_s: float = Field(15.0, gt=0)  # the buffer is cut at a committed segment past this
+    stream_max_buffer_s: float = Field(30.0, gt=0)  # hard cap of a stream's buffer
+    stream_idle_s: float = Field(60.0, gt=0)  # a stream that sends nothing this long is closed
+
     open_health: bool = True  # /health (and /stt/health) stay open when a token is set
     open_metrics: bool = True  # /metrics stays open when a token is set
 

@@ -14,7 +14,7 @@ committed text); then it closes with 1000. Protocol errors close with 1003 (unus
 
 Every step (``GATEWAY_STREAM_STEP_S`` of new audio) the stream's buffer is sent to Triton's model with
 word timestamps and the committed text as prompt. All streams call the same model, so Triton's dynamic
-batcher runs steps of different streams together. Environment: ``GATEWAY_MAX_STREAMS`` (16),
+batcher runs steps of different streams together. Settings (gateway/config.py): ``GATEWAY_MAX_STREAMS`` (16),
 ``GATEWAY_STREAM_STEP_S`` (1.0), ``GATEWAY_STREAM_BEAM_SIZE`` (1; 0 = the model's default),
 ``GATEWAY_STREAM_TRIM_S`` (15), ``GATEWAY_STREAM_MAX_BUFFER_S`` (30), ``GATEWAY_STREAM_IDLE_S`` (60).
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketState
 
+from gateway.config import MODEL_NAME
 from gateway.stream_audio import SAMPLE_RATE, FrameError, WebmDecoder, pcm_to_float
 from gateway.streaming import LocalAgreement, TimedWord, join_words, words_from_segments
 
@@ -50,13 +50,6 @@ CHINESE = {"zh", "yue"}
 NORMAL, UNSUPPORTED_DATA, POLICY, INTERNAL, TRY_AGAIN_LATER = 1000, 1003, 1008, 1011, 1013
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True)
 class StreamConfig:
     max_streams: int = 16
@@ -68,15 +61,17 @@ class StreamConfig:
     min_first_s: float = 1.0  # audio needed before the first step
 
     @classmethod
-    def from_env(cls) -> "StreamConfig":
-        trim = _env_float("GATEWAY_STREAM_TRIM_S", 15.0)
+    def from_settings(cls, settings: Any) -> "StreamConfig":
+        """From the gateway's ``Settings`` (``GATEWAY_MAX_STREAMS``, ``GATEWAY_STREAM_*``)."""
+        if settings is None:
+            return cls()
         return cls(
-            max_streams=max(1, int(_env_float("GATEWAY_MAX_STREAMS", 16))),
-            step_s=max(0.1, _env_float("GATEWAY_STREAM_STEP_S", 1.0)),
-            beam_size=int(_env_float("GATEWAY_STREAM_BEAM_SIZE", 1)),
-            trim_s=trim,
-            max_buffer_s=max(trim, _env_float("GATEWAY_STREAM_MAX_BUFFER_S", 30.0)),
-            idle_s=_env_float("GATEWAY_STREAM_IDLE_S", 60.0),
+            max_streams=settings.max_streams,
+            step_s=settings.stream_step_s,
+            beam_size=settings.stream_beam_size,
+            trim_s=settings.stream_trim_s,
+            max_buffer_s=max(settings.stream_trim_s, settings.stream_max_buffer_s),
+            idle_s=settings.stream_idle_s,
         )
 
 
@@ -136,7 +131,7 @@ def _transcriber(ws: WebSocket) -> Transcriber:
     if triton is not None and hasattr(triton, "transcribe"):
         return _gateway_transcriber(triton)
     settings = getattr(state, "settings", None)
-    url = getattr(settings, "triton_url", None) or os.environ.get("GATEWAY_TRITON_URL", "localhost:8001")
+    url = getattr(settings, "triton_url", None) or "localhost:8001"
     return _own_transcriber(url)
 
 
@@ -193,6 +188,8 @@ class StartMessage:
         model = str(raw.get("model") or default_model)
         if model == "whisper-1":
             model = default_model
+        if not MODEL_NAME.fullmatch(model):  # the same rule as the HTTP routes (Settings.resolve_model)
+            raise ProtocolError(f"unknown model {ascii(model[:64])}")
         chinese = raw.get("chinese")
         return cls(language, task, None if chinese is None else str(chinese), fmt, model)
 
@@ -368,7 +365,7 @@ async def _cancel(*tasks: asyncio.Task) -> None:
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket) -> None:
     state = ws.app.state
-    config = getattr(state, "stream_config", None) or StreamConfig.from_env()
+    config = getattr(state, "stream_config", None) or StreamConfig.from_settings(getattr(state, "settings", None))
     await ws.accept()
     if not _authorized(ws):
         await _close(ws, POLICY, "unauthorized", "Missing or incorrect API key (Authorization: Bearer, or ?api_key=)")
