@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .types import SAMPLE_RATE
+
 HOP_LENGTH = 160
 FULL_CONTEXT_FRAMES = 3000
 
@@ -54,5 +56,5 @@ def token_budget(window_samples: int, tokens_per_s: float, prompt_tokens: int, m
     """
     if tokens_per_s <= 0:
         return model_max
-    seconds = window_samples / (HOP_LENGTH * 100)
+    seconds = window_samples / SAMPLE_RATE
     return min(model_max, prompt_tokens + 16 + math.ceil(seconds * tokens_per_s))

@@ -34,7 +34,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketState
 
-from gateway.config import MODEL_NAME
+from gateway.errors import ModelNotFound
 from gateway.stream_audio import SAMPLE_RATE, FrameError, WebmDecoder, pcm_to_float
 from gateway.streaming import LocalAgreement, TimedWord, join_words, words_from_segments
 
@@ -168,7 +168,8 @@ class StartMessage:
     model: str
 
     @classmethod
-    def parse(cls, raw: dict, default_model: str) -> "StartMessage":
+    def parse(cls, raw: dict, resolve_model: Callable[[str | None], str]) -> "StartMessage":
+        """``resolve_model`` is ``Settings.resolve_model``: the HTTP routes' aliases and name check."""
         if raw.get("type") != "start":
             raise ProtocolError("the first message must be a JSON start message: {\"type\": \"start\", ...}")
         language = str(raw.get("language") or "").strip().lower()
@@ -185,11 +186,10 @@ class StartMessage:
         rate = raw.get("sample_rate", SAMPLE_RATE)
         if fmt.startswith("pcm") and (not isinstance(rate, (int, float)) or isinstance(rate, bool) or int(rate) != SAMPLE_RATE):
             raise ProtocolError(f"sample_rate must be {SAMPLE_RATE} for raw PCM (got {rate!r}); resample on the client")
-        model = str(raw.get("model") or default_model)
-        if model == "whisper-1":
-            model = default_model
-        if not MODEL_NAME.fullmatch(model):  # the same rule as the HTTP routes (Settings.resolve_model)
-            raise ProtocolError(f"unknown model {ascii(model[:64])}")
+        try:
+            model = resolve_model(str(raw.get("model") or ""))
+        except ModelNotFound as exc:
+            raise ProtocolError(exc.message) from None
         chinese = raw.get("chinese")
         return cls(language, task, None if chinese is None else str(chinese), fmt, model)
 
@@ -392,7 +392,7 @@ async def stream(ws: WebSocket) -> None:
             raw = json.loads(message["text"])
             if not isinstance(raw, dict):
                 raise ValueError
-            start = StartMessage.parse(raw, _settings_value(ws, "default_model", "whisper"))
+            start = StartMessage.parse(raw, ws.app.state.settings.resolve_model)
             convert = _chinese_converter(start.chinese, _settings_value(ws, "chinese_default", "s2twp"))
         except ValueError as exc:
             await _close(ws, POLICY, "bad start message", f"bad start message: {exc or 'not a JSON object'}")

@@ -153,8 +153,7 @@ def assert_401(endpoint: Endpoint, r: httpx.Response, what: str) -> None:
 def locked_gateway(triton, tmp_path_factory) -> Iterator[str]:
     """A token set, and /health and /metrics closed too."""
     with run_gateway(triton.grpc_url, tmp_path_factory.mktemp("gateway-locked"), API_KEY=TOKEN,
-                     GATEWAY_OPEN_HEALTH="false", GATEWAY_OPEN_METRICS="false",
-                     GATEWAY_JOBS_DIR=str(tmp_path_factory.mktemp("jobs-locked"))) as url:
+                     GATEWAY_OPEN_HEALTH="false", GATEWAY_OPEN_METRICS="false") as url:
         yield url
 
 

@@ -265,8 +265,7 @@ def fuzz_files(tmp_path_factory) -> dict[str, bytes]:
 def fuzz_gateway(triton, tmp_path_factory) -> Iterator[str]:
     """A gateway of its own (default settings but a 600 s audio limit), so its memory is the fuzzer's alone."""
     with run_gateway(triton.grpc_url, tmp_path_factory.mktemp("gateway-fuzz"),
-                     GATEWAY_MAX_AUDIO_SECONDS=str(FUZZ_MAX_AUDIO_SECONDS),
-                     GATEWAY_JOBS_DIR=str(tmp_path_factory.mktemp("jobs-fuzz"))) as url:
+                     GATEWAY_MAX_AUDIO_SECONDS=str(FUZZ_MAX_AUDIO_SECONDS)) as url:
         yield url
 
 

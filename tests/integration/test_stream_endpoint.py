@@ -108,6 +108,14 @@ async def test_bad_frames_get_error_and_clean_close_others_unaffected(ws_url, sh
     assert wer(clip(file)["reference_text"], result.text) <= 0.3, result.text
 
 
+async def test_bad_model_name_is_refused_like_on_the_http_routes(ws_url):
+    """The start message's model goes through Settings.resolve_model: a path is no model name."""
+    start = {"type": "start", "language": "en", "sample_rate": 16000, "format": "pcm_s16le", "model": "../../etc/passwd"}
+    events, code = await bad_stream(ws_url, start, [])
+    assert [e["type"] for e in events] == ["error"] and "does not exist" in events[0]["message"], events
+    assert code == 1008
+
+
 async def test_stream_limit_and_disconnect_frees_slots(ws_url, shared_audio):
     start = {"type": "start", "language": "en", "sample_rate": 16000, "format": "pcm_s16le"}
     audio = to_pcm16(audio_of("en/jfk.flac")[: 3 * 16000])
