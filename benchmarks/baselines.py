@@ -10,7 +10,8 @@
 
 Both: the same model path, compute type, beam and thread count, read from the environment
 (``BASELINE_MODEL``, ``BASELINE_COMPUTE_TYPE``, ``BASELINE_BEAM``, ``BASELINE_CPU_THREADS``,
-``BASELINE_BATCH_SIZE``).
+``BASELINE_BATCH_SIZE``), and the same CPU instruction set as the service (``BASELINE_CPU_ISA``, default
+``auto``, see ``whisper_triton/cpu.py``), so that no system gets a faster kernel than the other.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ def settings() -> dict:
         "beam_size": int(os.environ.get("BASELINE_BEAM", "5")),
         "cpu_threads": int(os.environ.get("BASELINE_CPU_THREADS", "2")),
         "batch_size": int(os.environ.get("BASELINE_BATCH_SIZE", "8")),
+        "cpu_isa": os.environ.get("BASELINE_CPU_ISA", "auto"),
     }
 
 
 def create_app() -> FastAPI:
     from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
+    from whisper_triton.cpu import apply_isa
+
     cfg = settings()
+    cfg["cpu_isa_used"] = apply_isa(cfg["cpu_isa"])  # before the model loads, as the service does
     if not cfg["model"]:
         from whisper_triton import weights
 

@@ -24,13 +24,15 @@ from pathlib import Path
 from .common import DEFAULT_AUDIO, error_rate, load_clips, short_set
 
 # name, instances, cpu_threads, requests per call, max_batch_windows, context_floor_s, compute_type,
-# group_by_length, context_margin_s, max_tokens_per_s
+# group_by_length, context_margin_s, max_tokens_per_s[, other parameters]
 LEVERS = [
     ("sequential, 30 s context, 1x2 threads", 1, 2, 1, 1, 30.0, "int8", True, 0.0, 0.0),
     ("context trimmed (floor 15 s), 1x2", 1, 2, 1, 1, 15.0, "int8", True, 0.0, 0.0),
     ("trim 15 + batch 4, 1x2", 1, 2, 8, 4, 15.0, "int8", True, 0.0, 0.0),
     ("trim 15 + batch 4, 2x1 (deployed until 2026-11-21)", 2, 1, 4, 4, 15.0, "int8", True, 0.0, 0.0),
-    ("window + 3 s margin (floor 10) + batch 2, 2x1 (deployed)", 2, 1, 4, 2, 10.0, "int8", True, 3.0, 12.0),
+    ("window + 3 s margin (floor 10) + batch 2, 2x1", 2, 1, 4, 2, 10.0, "int8", True, 3.0, 12.0),
+    ("margin 3 (floor 8) + batch 2, 2x1 (deployed)", 2, 1, 4, 2, 8.0, "int8", True, 3.0, 12.0),
+    ("deployed, AVX2 kernels (ctranslate2's choice on AMD)", 2, 1, 4, 2, 8.0, "int8", True, 3.0, 12.0, {"cpu_isa": "AVX2"}),
     ("window + 3 s margin (floor 5) + batch 2, 2x1", 2, 1, 4, 2, 5.0, "int8", True, 3.0, 12.0),
     ("margin 3 + batch 4, 2x1", 2, 1, 4, 4, 5.0, "int8", True, 3.0, 12.0),
     ("margin 3 + batch 1, 2x1", 2, 1, 4, 1, 5.0, "int8", True, 3.0, 12.0),
@@ -40,7 +42,7 @@ LEVERS = [
     ("30 s context + batch 2, 2x1", 2, 1, 4, 2, 30.0, "int8", True, 0.0, 0.0),
     ("margin 3 + batch 2, 2x1, float32", 2, 1, 4, 2, 5.0, "float32", True, 3.0, 12.0),
 ]
-QUICK = {0, 3, 4, 10}
+QUICK = {0, 3, 5, 6, 12}
 
 
 def deployed_parameters(repository: Path) -> dict:
@@ -124,11 +126,12 @@ def levers(args) -> dict:
         clips = clips[: args.quick_clips]
     base = json.loads(args.params) if args.params else {}
     rows = []
-    for index, (name, instances, threads, per_call, mbw, floor, compute, grouping, margin, budget) in enumerate(LEVERS):
+    for index, (name, instances, threads, per_call, mbw, floor, compute, grouping, margin, budget, *other) in enumerate(LEVERS):
         if args.quick and index not in QUICK:
             continue
         params = {**base, "cpu_threads": str(threads), "max_batch_windows": str(mbw), "context_floor_s": str(floor),
-                  "compute_type": compute, "context_margin_s": str(margin), "max_tokens_per_s": str(budget)}
+                  "compute_type": compute, "context_margin_s": str(margin), "max_tokens_per_s": str(budget),
+                  **(other[0] if other else {})}
         result = run_config(params, clips, instances, per_call, grouping)
         row = {"name": name, "instances": instances, "cpu_threads": threads, "requests_per_call": per_call,
                "max_batch_windows": mbw, "context_floor_s": floor, "context_margin_s": margin, "max_tokens_per_s": budget,

@@ -300,6 +300,7 @@ def _markdown(results: dict, summary: dict, plots: list[str]) -> str:
           f"- Clips (short set, {len(results.get('clips', []))}): " + ", ".join(f"{c['file']} ({c['duration']:.1f} s)" for c in results.get("clips", [])),
           f"- HTTP concurrency levels: {results.get('concurrency')}; each level sends whole shuffled passes over the clips, at least {results.get('passes', 1)} pass(es) and at least 4x concurrency requests (runs before this change used 2x; the request count of each level is in the sweep table); one warm-up request per system.",
           f"- perf_analyzer levels: {results.get('perf_concurrency')}",
+          f"- CTranslate2 CPU instruction set, the same for every system (service, baselines, in-process rows unless the row says otherwise): **{results.get('cpu_isa', 'not recorded')}** (`cpu_isa` parameter, see whisper_triton/cpu.py).",
           f"- Baselines (a) and (b): {results.get('baseline_settings')} (faster-whisper defaults otherwise: VAD off for (a), (b) uses its own VAD chunking; condition_on_previous_text default; language sent by the client).",
           "- Triton: response cache **disabled** in a temporary copy of `model_repository/whisper` (identical otherwise), so repeated clips are decoded every time.",
           f"- Engine parameters (config.pbtxt): `{json.dumps(results.get('deployed_parameters'))}`", "",

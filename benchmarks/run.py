@@ -31,7 +31,9 @@ from pathlib import Path
 from . import inprocess, loadgen, perf, report
 from .common import DEFAULT_AUDIO, ROOT, wait_http, free_port, load_clips, machine_description, model_path, short_set
 
-BASELINE_SETTINGS = {"compute_type": "int8", "beam_size": 5, "cpu_threads": 2, "batch_size": 8}
+# cpu_isa: the deployed model's own value (config.pbtxt), so the baselines run the same CPU kernels.
+BASELINE_SETTINGS = {"compute_type": "int8", "beam_size": 5, "cpu_threads": 2, "batch_size": 8,
+                     "cpu_isa": inprocess.deployed_parameters(ROOT / "model_repository").get("cpu_isa", "auto")}
 
 
 def log(msg: str) -> None:
@@ -60,6 +62,13 @@ def benchmark_repository(tmp: Path, source: Path) -> tuple[Path, str]:
     return repo, new
 
 
+def cpu_isa_description(setting: str) -> str:
+    from whisper_triton.cpu import ENV, choose_isa, cpu_flags
+
+    forced = choose_isa(setting, cpu_flags(), os.environ) or os.environ.get(ENV)
+    return f"{forced} (cpu_isa={setting})" if forced else f"ctranslate2's own choice (cpu_isa={setting})"
+
+
 # ---------------------------------------------------------------------------- systems
 def run_baseline(kind: str, clips, mixed, concurrencies, args, out_dir: Path) -> dict:
     from whisper_triton.server import Child
@@ -67,7 +76,8 @@ def run_baseline(kind: str, clips, mixed, concurrencies, args, out_dir: Path) ->
     port = free_port()
     env = dict(os.environ, BASELINE_KIND=kind, BASELINE_MODEL=model_path("bundled:base"),
                BASELINE_COMPUTE_TYPE=BASELINE_SETTINGS["compute_type"], BASELINE_BEAM=str(BASELINE_SETTINGS["beam_size"]),
-               BASELINE_CPU_THREADS=str(BASELINE_SETTINGS["cpu_threads"]), BASELINE_BATCH_SIZE=str(BASELINE_SETTINGS["batch_size"]))
+               BASELINE_CPU_THREADS=str(BASELINE_SETTINGS["cpu_threads"]), BASELINE_BATCH_SIZE=str(BASELINE_SETTINGS["batch_size"]),
+               BASELINE_CPU_ISA=BASELINE_SETTINGS["cpu_isa"])
     argv = [sys.executable, "-m", "uvicorn", "benchmarks.baselines:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]
     child = Child(f"baseline-{kind}", argv, env, out_dir / "logs" / f"baseline_{kind}.log")
@@ -251,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "mixed_concurrency": args.mixed_concurrency,
         "passes": args.passes,
         "baseline_settings": {**BASELINE_SETTINGS, "model": model_path("bundled:base")},
+        "cpu_isa": cpu_isa_description(BASELINE_SETTINGS["cpu_isa"]),
     }
     log(f"report -> {out_dir}; {len(clips)} short clips ({sum(c.duration for c in clips):.0f} s), concurrency {args.concurrency}")
     if results["machine"]["gpu"].startswith("none"):

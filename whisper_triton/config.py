@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
+from .cpu import CHOICES
+
 
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
@@ -31,6 +33,7 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "int8"
     cpu_threads: int = 1
+    cpu_isa: str = "auto"  # auto | default | AVX512 | AVX2 | AVX | NONE (see whisper_triton/cpu.py)
     beam_size: int = 5
     max_batch_windows: int = 4
     context_floor_s: float = 15.0
@@ -106,6 +109,7 @@ _CHECKS = (
     ("device", lambda v: v in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
     ("compute_type", lambda v: bool(v), "must name a CTranslate2 compute type"),
     ("cpu_threads", lambda v: v >= 0, "must be >= 0"),
+    ("cpu_isa", lambda v: v in CHOICES, "must be one of " + ", ".join(CHOICES)),
     ("beam_size", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
     ("max_batch_windows", lambda v: 1 <= v <= 256, "must be between 1 and 256"),
     ("best_of", lambda v: 1 <= v <= 16, "must be between 1 and 16"),

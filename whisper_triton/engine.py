@@ -29,10 +29,11 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from . import weights
+from .cpu import apply_isa
 from .batching import plan_batches
 from .config import EngineConfig
 from .features import batch_features, context_frames, frames_for, token_budget
-from .guards import GuardConfig, Verdict, assess, better, compression_ratio
+from .guards import Attempt, GuardConfig, Verdict, assess, better, compression_ratio, is_repetitive
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps
 from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
@@ -70,6 +71,7 @@ class _Job:
     no_speech_prob: float = 0.0
     ratio: float = 0.0
     verdict: Verdict = Verdict.RETRY
+    repetitive: bool = False
     used_temperature: float = 0.0
     retried: bool = False
 
@@ -92,6 +94,9 @@ class WhisperEngine:
         model_path = weights.resolve(config.model, model_dir)
         if config.device != "auto":
             device = config.device
+        self.cpu_isa = "n/a"
+        if device == "cpu":
+            self.cpu_isa = apply_isa(config.cpu_isa)  # before the first model load of this process
         started = time.perf_counter()
         try:
             self.model = WhisperModel(
@@ -270,20 +275,29 @@ class WhisperEngine:
             max_initial_timestamp_index=50,
             **sampling,
         )
+        budgeted = max_length < self.model.max_length
         for job, result, prompt in zip(batch, results, prompts):
             tokenizer = self.tokenizer(job.language, job.task)
-            tokens = result.sequences_ids[0]
-            seq_len = len(tokens)
-            avg_logprob = result.scores[0] * seq_len / (seq_len + 1)
-            text = tokenizer.decode(tokens)
-            verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
-            if max_length < self.model.max_length and seq_len + len(prompt) >= max_length - 1:
-                verdict = Verdict.RETRY  # ran out of budget: a runaway (or unusually dense) window
-            ratio = compression_ratio(text)
-            if keep_best and not better((verdict, avg_logprob), (job.verdict, job.avg_logprob)):
+            # Sampling returns best_of hypotheses: each is scored by the guards, not only the likeliest.
+            best = None
+            for tokens, score in zip(result.sequences_ids, result.scores):
+                seq_len = len(tokens)
+                avg_logprob = score * seq_len / (seq_len + 1)
+                text = tokenizer.decode(tokens)
+                verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
+                repetitive = verdict is Verdict.RETRY and is_repetitive(text, self.guard)
+                if budgeted and seq_len + len(prompt) >= max_length - 1:
+                    # ran out of budget: a runaway (or unusually dense) window
+                    verdict, repetitive = Verdict.RETRY, True
+                attempt = Attempt(verdict, repetitive, avg_logprob)
+                if best is None or better(attempt, best[0]):
+                    best = (attempt, tokens, text)
+            attempt, tokens, text = best
+            if keep_best and not better(attempt, Attempt(job.verdict, job.repetitive, job.avg_logprob)):
                 continue
-            job.tokens, job.avg_logprob, job.no_speech_prob = tokens, avg_logprob, result.no_speech_prob
-            job.ratio, job.verdict, job.used_temperature = ratio, verdict, temperature
+            job.tokens, job.avg_logprob, job.no_speech_prob = tokens, attempt.avg_logprob, result.no_speech_prob
+            job.ratio, job.verdict, job.repetitive = compression_ratio(text), attempt.verdict, attempt.repetitive
+            job.used_temperature = temperature
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
         """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""

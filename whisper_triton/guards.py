@@ -48,23 +48,38 @@ def is_repeated_phrase(text: str, min_words: int = 3) -> bool:
 def assess(text: str, avg_logprob: float, no_speech_prob: float, config: GuardConfig) -> Verdict:
     if no_speech_prob > config.no_speech_threshold and avg_logprob < config.log_prob_threshold:
         return Verdict.SILENCE
-    if compression_ratio(text) > config.compression_ratio_threshold or is_repeated_phrase(text):
+    if is_repetitive(text, config):
         return Verdict.RETRY
     if avg_logprob < config.log_prob_threshold:
         return Verdict.RETRY
     return Verdict.OK
 
 
-def better(candidate: tuple[Verdict, float], incumbent: tuple[Verdict, float] | None) -> bool:
-    """Keep the best attempt: passing (or silence) beats failing; then the higher log-prob wins.
+def is_repetitive(text: str, config: GuardConfig) -> bool:
+    """The repetition half of the checks: compresses too well, or one phrase said over and over."""
+    return compression_ratio(text) > config.compression_ratio_threshold or is_repeated_phrase(text)
 
-    Each tuple is (verdict, avg_logprob).
-    """
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one decoding of a window scored, for choosing between attempts."""
+
+    verdict: Verdict
+    repetitive: bool  # failed by repetition (or ran out of its token budget), not only by low confidence
+    avg_logprob: float
+
+
+def better(candidate: Attempt, incumbent: Attempt | None) -> bool:
+    """Keep the best attempt: passing (or silence) beats failing; among failures, an unsure but
+    non-repetitive text beats a loop (faster-whisper's rule: prefer results under the compression-ratio
+    threshold), because a loop's log-probability is high exactly when it is wrong; then the higher
+    log-prob wins."""
     if incumbent is None:
         return True
-    rank = {Verdict.OK: 0, Verdict.SILENCE: 0, Verdict.RETRY: 1}
-    c_verdict, c_logprob = candidate
-    i_verdict, i_logprob = incumbent
-    if rank[c_verdict] != rank[i_verdict]:
-        return rank[c_verdict] < rank[i_verdict]
-    return c_logprob > i_logprob
+
+    def rank(a: Attempt) -> int:
+        return 0 if a.verdict is not Verdict.RETRY else (2 if a.repetitive else 1)
+
+    if rank(candidate) != rank(incumbent):
+        return rank(candidate) < rank(incumbent)
+    return candidate.avg_logprob > incumbent.avg_logprob

@@ -197,3 +197,18 @@ def test_cli_transcribes_a_real_recording(triton, shared_audio):
                          capture_output=True, text=True, timeout=120, check=True).stdout
     lines = srt.strip().splitlines()
     assert lines[0] == "1" and " --> " in lines[1] and lines[1].startswith("00:00:0")
+
+
+def test_every_cpu_instance_runs_the_kernels_cpu_isa_chooses(triton):
+    """``cpu_isa: auto`` reaches each model instance's process before its model loads (3 CPU instances:
+    2 of whisper, 1 of whisper-tiny-en); the log line names what CTranslate2 was told to use."""
+    import os
+    import re
+
+    from whisper_triton.cpu import ENV, choose_isa, cpu_flags
+
+    expected = choose_isa("auto", cpu_flags(), os.environ) or os.environ.get(ENV) or "ctranslate2's choice"
+    lines = re.findall(r"cpu_isa=(\S+) -> (.+)", triton.log_path.read_text(errors="replace"))
+    assert len(lines) >= 3, lines
+    assert {setting for setting, _ in lines} == {"auto"}
+    assert {chosen.strip() for _, chosen in lines} == {expected}

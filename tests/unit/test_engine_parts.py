@@ -8,7 +8,7 @@ import pytest
 from whisper_triton.batching import plan_batches
 from whisper_triton.config import EngineConfig
 from whisper_triton.features import FULL_CONTEXT_FRAMES, batch_features, context_frames, token_budget
-from whisper_triton.guards import GuardConfig, Verdict, assess, compression_ratio, is_repeated_phrase
+from whisper_triton.guards import Attempt, GuardConfig, Verdict, assess, better, compression_ratio, is_repeated_phrase, is_repetitive
 from whisper_triton.segments import split_by_timestamps
 from whisper_triton.triton_io import parse_request, result_tensors
 from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
@@ -101,6 +101,22 @@ def test_guards():
     assert assess("hello", -1.5, 0.1, cfg) is Verdict.RETRY
     assert assess("hello", -1.5, 0.9, cfg) is Verdict.SILENCE
     assert compression_ratio("") == 0.0
+
+
+def test_choosing_between_attempts_prefers_an_unsure_text_to_a_confident_loop():
+    ok = Attempt(Verdict.OK, False, -0.6)
+    silence = Attempt(Verdict.SILENCE, False, -1.4)
+    unsure = Attempt(Verdict.RETRY, False, -1.3)
+    loop = Attempt(Verdict.RETRY, True, -0.1)  # "Welcome to the episode of the episode of ..."
+    assert better(ok, None) and better(loop, None)
+    assert better(ok, unsure) and better(silence, loop) and not better(unsure, ok)
+    assert better(unsure, loop) and not better(loop, unsure)  # whatever the log-probabilities say
+    assert better(Attempt(Verdict.RETRY, True, -0.05), loop) and not better(Attempt(Verdict.RETRY, False, -1.5), unsure)
+    assert better(Attempt(Verdict.OK, False, -0.5), ok)
+    cfg = GuardConfig()
+    assert is_repetitive("Welcome to the episode" + " of the episode" * 40, cfg)
+    assert is_repetitive("8. The Press Yard 8. The Press Yard", cfg)
+    assert not is_repetitive("Welcome everyone to experience the fact that the press conference has been launched.", cfg)
 
 
 # ---------------------------------------------------------------- segments
