@@ -48,7 +48,10 @@ async def test_stream_matches_offline_wer(ws_url, triton, shared_audio):
     check_words(result)
     assert sum(1 for e in result.events if e["type"] == "partial") >= 2  # it really streamed, step by step
     streamed, batch = wer(reference, result.text), wer(reference, offline)
-    assert streamed <= batch + 0.05, (result.text, offline)
+    # Streaming decodes are greedy (GATEWAY_STREAM_BEAM_SIZE 1) on cut-off buffers: base hears JFK's "ask not"
+    # as "asked not" on buffers ending 4.5-6.5 s (measured, any floor or kernels), and the stream may commit
+    # it: two words of 22 more than the offline beam-5 result at most.
+    assert streamed <= batch + 0.1, (result.text, offline)
 
 
 async def test_concurrent_streams_own_words_and_batched(ws_url, triton, shared_audio):
