@@ -63,10 +63,9 @@ def benchmark_repository(tmp: Path, source: Path) -> tuple[Path, str]:
 
 
 def cpu_isa_description(setting: str) -> str:
-    from whisper_triton.cpu import ENV, choose_isa, cpu_flags
+    from whisper_triton.cpu import cpu_flags, effective_isa
 
-    forced = choose_isa(setting, cpu_flags(), os.environ) or os.environ.get(ENV)
-    return f"{forced} (cpu_isa={setting})" if forced else f"ctranslate2's own choice (cpu_isa={setting})"
+    return f"{effective_isa(setting, cpu_flags(), os.environ)} (cpu_isa={setting})"
 
 
 # ---------------------------------------------------------------------------- systems

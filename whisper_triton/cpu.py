@@ -20,6 +20,7 @@ log = logging.getLogger("whisper_triton.cpu")
 
 ENV = "CT2_FORCE_CPU_ISA"
 CHOICES = ("auto", "default", "AVX512", "AVX2", "AVX", "NONE")
+CT2_CHOICE = "ctranslate2's choice"
 # The subsets CTranslate2's own AVX512 detection asks for (cpu_features: F, CD, VL, BW, DQ).
 AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512vl", "avx512bw", "avx512dq"})
 
@@ -54,12 +55,16 @@ def choose_isa(setting: str, flags: frozenset[str], env: Mapping[str, str]) -> O
     return setting
 
 
+def effective_isa(setting: str, flags: frozenset[str], env: Mapping[str, str]) -> str:
+    """What CTranslate2 will use under ``setting``: the ISA forced by it or already exported, else
+    "ctranslate2's choice"."""
+    return choose_isa(setting, flags, env) or env.get(ENV) or CT2_CHOICE
+
+
 def apply_isa(setting: str) -> str:
-    """Set ``CT2_FORCE_CPU_ISA`` for this process as ``setting`` says; returns what CTranslate2 will use
-    ("AVX512", ..., or "ctranslate2's choice")."""
-    value = choose_isa(setting, cpu_flags(), os.environ)
-    if value is not None:
-        os.environ[ENV] = value
-    chosen = os.environ.get(ENV) or "ctranslate2's choice"
+    """Set ``CT2_FORCE_CPU_ISA`` for this process as ``setting`` says; returns ``effective_isa``."""
+    chosen = effective_isa(setting, cpu_flags(), os.environ)
+    if chosen != CT2_CHOICE:
+        os.environ[ENV] = chosen
     log.info("cpu_isa=%s -> %s", setting, chosen)
     return chosen

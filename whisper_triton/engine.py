@@ -29,11 +29,11 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from . import weights
-from .cpu import apply_isa
 from .batching import plan_batches
 from .config import EngineConfig
+from .cpu import apply_isa
 from .features import batch_features, context_frames, frames_for, token_budget
-from .guards import Attempt, GuardConfig, Verdict, assess, better, compression_ratio, is_repetitive
+from .guards import Attempt, GuardConfig, Verdict, better, score
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps
 from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
@@ -280,23 +280,19 @@ class WhisperEngine:
             tokenizer = self.tokenizer(job.language, job.task)
             # Sampling returns best_of hypotheses: each is scored by the guards, not only the likeliest.
             best = None
-            for tokens, score in zip(result.sequences_ids, result.scores):
+            for tokens, total in zip(result.sequences_ids, result.scores):
                 seq_len = len(tokens)
-                avg_logprob = score * seq_len / (seq_len + 1)
-                text = tokenizer.decode(tokens)
-                verdict = assess(text, avg_logprob, result.no_speech_prob, self.guard)
-                repetitive = verdict is Verdict.RETRY and is_repetitive(text, self.guard)
+                attempt = score(tokenizer.decode(tokens), total * seq_len / (seq_len + 1), result.no_speech_prob, self.guard)
                 if budgeted and seq_len + len(prompt) >= max_length - 1:
                     # ran out of budget: a runaway (or unusually dense) window
-                    verdict, repetitive = Verdict.RETRY, True
-                attempt = Attempt(verdict, repetitive, avg_logprob)
+                    attempt = replace(attempt, verdict=Verdict.RETRY, repetitive=True)
                 if best is None or better(attempt, best[0]):
-                    best = (attempt, tokens, text)
-            attempt, tokens, text = best
+                    best = (attempt, tokens)
+            attempt, tokens = best
             if keep_best and not better(attempt, Attempt(job.verdict, job.repetitive, job.avg_logprob)):
                 continue
             job.tokens, job.avg_logprob, job.no_speech_prob = tokens, attempt.avg_logprob, result.no_speech_prob
-            job.ratio, job.verdict, job.repetitive = compression_ratio(text), attempt.verdict, attempt.repetitive
+            job.ratio, job.verdict, job.repetitive = attempt.ratio, attempt.verdict, attempt.repetitive
             job.used_temperature = temperature
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:

@@ -45,19 +45,9 @@ def is_repeated_phrase(text: str, min_words: int = 3) -> bool:
     return False
 
 
-def assess(text: str, avg_logprob: float, no_speech_prob: float, config: GuardConfig) -> Verdict:
-    if no_speech_prob > config.no_speech_threshold and avg_logprob < config.log_prob_threshold:
-        return Verdict.SILENCE
-    if is_repetitive(text, config):
-        return Verdict.RETRY
-    if avg_logprob < config.log_prob_threshold:
-        return Verdict.RETRY
-    return Verdict.OK
-
-
 def is_repetitive(text: str, config: GuardConfig) -> bool:
     """The repetition half of the checks: compresses too well, or one phrase said over and over."""
-    return compression_ratio(text) > config.compression_ratio_threshold or is_repeated_phrase(text)
+    return score(text, 0.0, 0.0, config).repetitive
 
 
 @dataclass(frozen=True)
@@ -67,6 +57,22 @@ class Attempt:
     verdict: Verdict
     repetitive: bool  # failed by repetition (or ran out of its token budget), not only by low confidence
     avg_logprob: float
+    ratio: float = 0.0  # compression ratio of the text
+
+
+def score(text: str, avg_logprob: float, no_speech_prob: float, config: GuardConfig) -> Attempt:
+    """Every check on one decoded text, each computed once."""
+    ratio = compression_ratio(text)
+    if no_speech_prob > config.no_speech_threshold and avg_logprob < config.log_prob_threshold:
+        return Attempt(Verdict.SILENCE, False, avg_logprob, ratio)
+    if ratio > config.compression_ratio_threshold or is_repeated_phrase(text):
+        return Attempt(Verdict.RETRY, True, avg_logprob, ratio)
+    verdict = Verdict.RETRY if avg_logprob < config.log_prob_threshold else Verdict.OK
+    return Attempt(verdict, False, avg_logprob, ratio)
+
+
+def assess(text: str, avg_logprob: float, no_speech_prob: float, config: GuardConfig) -> Verdict:
+    return score(text, avg_logprob, no_speech_prob, config).verdict
 
 
 def better(candidate: Attempt, incumbent: Attempt | None) -> bool:

@@ -3,7 +3,7 @@
 import pytest
 
 from whisper_triton.config import EngineConfig
-from whisper_triton.cpu import AVX512_FLAGS, ENV, choose_isa, cpu_flags
+from whisper_triton.cpu import AVX512_FLAGS, CT2_CHOICE, ENV, choose_isa, cpu_flags, effective_isa
 
 ZEN4 = frozenset({"sse4_1", "avx", "avx2", "fma", *AVX512_FLAGS, "avx512_vnni", "avx512_bf16"})
 ZEN3 = frozenset({"sse4_1", "avx", "avx2", "fma"})
@@ -18,6 +18,9 @@ def test_auto_forces_avx512_only_where_every_needed_subset_is_present():
 
 def test_auto_respects_a_value_the_user_exported():
     assert choose_isa("auto", ZEN4, {ENV: "AVX2"}) is None
+    assert effective_isa("auto", ZEN4, {ENV: "AVX2"}) == "AVX2"
+    assert effective_isa("auto", ZEN4, {}) == "AVX512"
+    assert effective_isa("auto", ZEN3, {}) == effective_isa("default", ZEN4, {}) == CT2_CHOICE
 
 
 def test_default_never_touches_and_an_explicit_name_wins():
