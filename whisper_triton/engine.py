@@ -67,17 +67,18 @@ class _Job:
     speech: list = field(default_factory=list)  # VAD speech spans (samples) inside this window
     language_probability: float = 1.0
     tokens: list[int] = field(default_factory=list)
-    avg_logprob: float = 0.0
+    attempt: Attempt = Attempt(Verdict.RETRY, False, 0.0)  # how ``tokens`` scored
     no_speech_prob: float = 0.0
-    ratio: float = 0.0
-    verdict: Verdict = Verdict.RETRY
-    repetitive: bool = False
     used_temperature: float = 0.0
     retried: bool = False
 
     @property
     def samples(self) -> int:
         return self.end - self.start
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.attempt.verdict
 
 
 @dataclass
@@ -282,17 +283,17 @@ class WhisperEngine:
             best = None
             for tokens, total in zip(result.sequences_ids, result.scores):
                 seq_len = len(tokens)
-                attempt = score(tokenizer.decode(tokens), total * seq_len / (seq_len + 1), result.no_speech_prob, self.guard)
+                attempt = score(tokenizer.decode(tokens), total * seq_len / (seq_len + 1), result.no_speech_prob, self.guard,
+                                english=job.task == "translate")
                 if budgeted and seq_len + len(prompt) >= max_length - 1:
                     # ran out of budget: a runaway (or unusually dense) window
                     attempt = replace(attempt, verdict=Verdict.RETRY, repetitive=True)
                 if best is None or better(attempt, best[0]):
                     best = (attempt, tokens)
             attempt, tokens = best
-            if keep_best and not better(attempt, Attempt(job.verdict, job.repetitive, job.avg_logprob)):
+            if keep_best and not better(attempt, job.attempt):
                 continue
-            job.tokens, job.avg_logprob, job.no_speech_prob = tokens, attempt.avg_logprob, result.no_speech_prob
-            job.ratio, job.verdict, job.repetitive = attempt.ratio, attempt.verdict, attempt.repetitive
+            job.tokens, job.attempt, job.no_speech_prob = tokens, attempt, result.no_speech_prob
             job.used_temperature = temperature
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
@@ -359,9 +360,9 @@ class WhisperEngine:
                         start=round(offset + float(piece["start"]), 3),
                         end=round(offset + float(piece["end"]), 3),
                         text=text,
-                        avg_logprob=round(float(job.avg_logprob), 4),
+                        avg_logprob=round(float(job.attempt.avg_logprob), 4),
                         no_speech_prob=round(float(job.no_speech_prob), 4),
-                        compression_ratio=round(float(job.ratio), 4),
+                        compression_ratio=round(float(job.attempt.ratio), 4),
                         temperature=job.used_temperature,
                         words=words,
                     )

@@ -8,7 +8,9 @@ import pytest
 from whisper_triton.batching import plan_batches
 from whisper_triton.config import EngineConfig
 from whisper_triton.features import FULL_CONTEXT_FRAMES, batch_features, context_frames, token_budget
-from whisper_triton.guards import Attempt, GuardConfig, Verdict, assess, better, compression_ratio, is_repeated_phrase, is_repetitive
+from whisper_triton.guards import (
+    Attempt, GuardConfig, Verdict, assess, better, compression_ratio, is_repeated_phrase, is_repetitive, non_latin_share, score,
+)
 from whisper_triton.segments import split_by_timestamps
 from whisper_triton.triton_io import parse_request, result_tensors
 from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
@@ -117,6 +119,22 @@ def test_choosing_between_attempts_prefers_an_unsure_text_to_a_confident_loop():
     assert is_repetitive("Welcome to the episode" + " of the episode" * 40, cfg)
     assert is_repetitive("8. The Press Yard 8. The Press Yard", cfg)
     assert not is_repetitive("Welcome everyone to experience the fact that the press conference has been launched.", cfg)
+
+
+def test_a_translation_that_keeps_the_source_script_fails_and_loses_to_an_unsure_english_one():
+    # Seen in CI: one of best_of 5 samples of the zh→en translation, at log-prob -0.97 (passing),
+    # beside the greedy full-context English sentence at -1.16 (unsure).
+    cfg = GuardConfig()
+    mixed = score("Welcome everyone to订阅端末院推出的云诗别模型", -0.97, 0.01, cfg, english=True)
+    english = score("Welcome everyone to experience the fact that the press conference has been launched.", -1.16, 0.01, cfg, english=True)
+    assert mixed.verdict is Verdict.RETRY and mixed.wrong_language and mixed.hard_failure
+    assert english.verdict is Verdict.RETRY and not english.hard_failure
+    assert better(english, mixed) and not better(mixed, english)
+    # the same text passes where it is a transcription, and Latin letters with accents are English enough
+    assert score("Welcome everyone to订阅端末院推出的云诗别模型", -0.97, 0.01, cfg).verdict is Verdict.OK
+    assert score("The café in Zürich served crème brûlée.", -0.3, 0.01, cfg, english=True).verdict is Verdict.OK
+    assert non_latin_share("") == 0.0 and non_latin_share("abc 123") == 0.0
+    assert non_latin_share("ab中文") == 0.5
 
 
 # ---------------------------------------------------------------- segments
