@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_job_upload_mb: float = Field(1024.0, gt=0)  # POST /v1/jobs body, MiB (other routes: max_upload_mb)
     max_job_audio_seconds: float = Field(4 * 3600.0, gt=0)  # decoded audio of one job
 
+    # stream=true uploads: the file is sent to Triton in pieces of about this length (cut at pauses), a few
+    # at once, and each piece's text is sent to the client as soon as it and the ones before it are done.
+    sse_chunk_seconds: float = Field(30.0, ge=5)
+    sse_chunks_ahead: int = Field(2, ge=1)  # pieces of one stream=true upload in flight at once
+
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 
     # Live streaming (/v1/stream, WebSocket): LocalAgreement-2 over a growing buffer.

@@ -109,6 +109,13 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
     return {"error": {"message": safe_message(message), "type": type, "param": param, "code": code}}
 
 
+def body_of(exc: BaseException) -> dict[str, Any]:
+    """The OpenAI error body for an exception: an ``APIError``'s own, anything else an internal error."""
+    if isinstance(exc, APIError):
+        return error_body(exc.message, exc.type, exc.code, exc.param)
+    return error_body("Internal server error", "server_error", "internal_error")
+
+
 def _respond(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     if request.url.path.startswith(LEGACY_PREFIXES):
         body = {"success": False, **body}
@@ -117,8 +124,7 @@ def _respond(request: Request, status: int, body: dict[str, Any], headers: dict[
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    body = error_body(exc.message, exc.type, exc.code, exc.param)
-    return _respond(request, exc.status_code, body, exc.headers)
+    return _respond(request, exc.status_code, body_of(exc), exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -150,7 +156,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _respond(request, 500, error_body("Internal server error", "server_error", "internal_error"))
+    return _respond(request, 500, body_of(exc))
 
 
 def install(app: FastAPI) -> None:

@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -58,6 +58,7 @@ import numpy as np
 from gateway import chinese, media, metrics
 from gateway.config import Settings
 from gateway.errors import APIError, ServiceUnavailable, TooManyRequests
+from gateway.chunks import drop_repeats, merge, shift, split_chunks
 from gateway.results import Options, Segment, Transcription
 
 log = logging.getLogger("gateway.jobs")
@@ -65,10 +66,6 @@ log = logging.getLogger("gateway.jobs")
 SAMPLE_RATE = media.SAMPLE_RATE
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-FRAME_SECONDS = 0.02  # the unit the cut point is chosen in
-SEARCH_SECONDS = 5.0  # how far before each boundary the quietest frame is looked for
-PAUSE_FRAMES = 15  # frame energies are averaged over 300 ms: a cut lands in a pause, not a plosive's closure
-NO_SPACE_LANGUAGES = {"zh", "yue", "ja", "th", "lo", "km", "my", "bo"}  # texts joined without a space
 ID_LENGTH = 32  # uuid4().hex
 ORPHAN_AGE_S = 600.0  # an audio file without a job row, this old, is left from a crash: removed at startup
 
@@ -121,91 +118,6 @@ def result_from_dict(data: dict[str, Any]) -> Transcription:
         segments=tuple(Segment.from_dict(s, i) for i, s in enumerate(data.get("segments") or ())),
         task=str(data.get("task", "transcribe")), model=str(data.get("model", "")),
     )
-
-
-# ------------------------------------------------------------------------------ splitting and merging
-
-def split_chunks(samples: np.ndarray, chunk_seconds: float, *, search_seconds: float = SEARCH_SECONDS,
-                 frame_seconds: float = FRAME_SECONDS, rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
-    """``[(start, end), ...]`` sample ranges that cover ``samples`` exactly, in order, without overlap.
-
-    Each cut is at the middle of the quietest 20 ms frame in the ``search_seconds`` (at most half a chunk)
-    before the nominal boundary, "quietest" being the frames' RMS averaged over ``PAUSE_FRAMES`` around
-    each (the middle of the quietest 300 ms: a pause between phrases rather than a gap inside a word);
-    among equally quiet frames the latest wins. The last chunk may run up to ``search_seconds`` past
-    ``chunk_seconds`` rather than leave a sliver of a few frames.
-    """
-    n = int(samples.shape[0])
-    chunk = max(1, int(chunk_seconds * rate))
-    frame = max(1, int(frame_seconds * rate))
-    search = min(int(search_seconds * rate), chunk // 2)
-    ranges: list[tuple[int, int]] = []
-    start = 0
-    while n - start > chunk + search:
-        target = start + chunk
-        low = target - search
-        count = (target - low) // frame
-        if count < 1:
-            cut = target
-        else:
-            frames = np.asarray(samples[low:low + count * frame], dtype=np.float64).reshape(count, frame)
-            rms = np.sqrt(np.mean(frames * frames, axis=1))
-            half = min(PAUSE_FRAMES // 2, count - 1)
-            if half > 0:
-                rms = np.convolve(np.pad(rms, half, mode="edge"), np.full(2 * half + 1, 1 / (2 * half + 1)), "valid")
-            quietest = count - 1 - int(np.argmin(rms[::-1]))
-            cut = low + quietest * frame + frame // 2
-        ranges.append((start, cut))
-        start = cut
-    ranges.append((start, n))
-    return ranges
-
-
-def shift(result: Transcription, start: float, end: float) -> Transcription:
-    """A chunk's result on the file's timeline: times moved by ``start`` and kept within ``[start, end]``."""
-
-    def at(t: float) -> float:
-        return min(max(start + t, start), end)
-
-    segments = tuple(
-        replace(s, start=at(s.start), end=at(s.end),
-                words=None if s.words is None else tuple(replace(w, start=at(w.start), end=at(w.end))
-                                                         for w in s.words))
-        for s in result.segments
-    )
-    return replace(result, segments=segments, duration=end - start)
-
-
-def _words_of(text: str) -> tuple[str, ...]:
-    return tuple("".join(c for c in word if c.isalnum()) for word in text.lower().split())
-
-
-def drop_repeats(result: Transcription, min_words: int = 3) -> Transcription:
-    """Without segments that repeat the one before word for word (``min_words`` or more words).
-
-    Whisper can loop on audio that ends in the middle of a phrase, as a chunk's end may: the same
-    segment again and again. A real speaker rarely says the same whole sentence twice in a row.
-    """
-    kept: list[Segment] = []
-    for segment in result.segments:
-        words = _words_of(segment.text)
-        if kept and len(words) >= min_words and words == _words_of(kept[-1].text):
-            continue
-        kept.append(segment)
-    if len(kept) == len(result.segments):
-        return result
-    joiner = "" if result.language in NO_SPACE_LANGUAGES else " "
-    return replace(result, segments=tuple(kept), text=joiner.join(s.text.strip() for s in kept).strip())
-
-
-def merge(parts: Sequence[Transcription], *, duration: float, model: str, task: str) -> Transcription:
-    """One result from the chunks' (already shifted) results: ids renumbered, texts joined."""
-    language = next((p.language for p in parts if p.text.strip()), parts[0].language if parts else "")
-    joiner = "" if language in NO_SPACE_LANGUAGES else " "
-    text = joiner.join(p.text.strip() for p in parts if p.text.strip())
-    segments = tuple(replace(s, id=i) for i, s in enumerate(s for p in parts for s in p.segments))
-    return Transcription(text=text, language=language, duration=duration, segments=segments, task=task,
-                         model=model)
 
 
 # ---------------------------------------------------------------------------------------------- model

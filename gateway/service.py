@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from gateway import chinese, media, metrics
+from gateway import chinese, chunks, media, metrics
 from gateway.config import Settings
 from gateway.errors import InvalidRequest
 from gateway.languages import normalize
@@ -42,6 +43,28 @@ async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: Tr
     if options.task == "transcribe":
         result = chinese.convert(result, conversion)
     return result
+
+
+async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
+                               model: str | None, options: Options, conversion: str) -> AsyncIterator[Transcription]:
+    """The same transcription, piece by piece for ``stream=true``: the audio cut at pauses into pieces of
+    about ``sse_chunk_seconds``, ``sse_chunks_ahead`` of them in Triton at once, each piece's result
+    (on the file's timeline) yielded in order as soon as it is ready. Decoding and the first piece run
+    before the first yield, so their errors still become a plain HTTP error."""
+    name = settings.resolve_model(model)
+    audio = media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
+    metrics.AUDIO_SECONDS.labels(name, options.task).inc(audio.duration)
+    rate = media.SAMPLE_RATE
+
+    async def piece(span: tuple[int, int]) -> Transcription:
+        start, end = span
+        result = await triton.transcribe(name, audio.samples[start:end], options)
+        result = chunks.shift(chunks.drop_repeats(result), start / rate, end / rate)
+        return chinese.convert(result, conversion) if options.task == "transcribe" else result
+
+    spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
+    async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
+        yield result
 
 
 async def health(triton: TritonClient, settings: Settings) -> tuple[bool, dict[str, object]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -10,11 +11,12 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
-from gateway import formats, service
+from gateway import chunks, errors, formats, service
 from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep
-from gateway.errors import ModelNotFound
+from gateway.errors import APIError, ModelNotFound
 from gateway.results import Transcription
 
+log = logging.getLogger("gateway.openai")
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Authenticated])
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
@@ -29,21 +31,43 @@ def _render(result: Transcription, response_format: str, words: bool) -> Respons
     return Response(body, media_type=formats.MEDIA_TYPES[response_format])
 
 
-def _sse(result: Transcription) -> StreamingResponse:
-    """One ``transcript.text.delta`` event per segment, then ``transcript.text.done``."""
+def _sse(first: Transcription, rest: AsyncIterator[Transcription]) -> StreamingResponse:
+    """``transcript.text.delta`` events, one per segment, each piece's as soon as it is transcribed, then
+    ``transcript.text.done`` with the whole text. A piece that fails after the first ends the stream with
+    an ``error`` event (OpenAI's error body); what was sent before it stands."""
 
     async def events() -> AsyncIterator[bytes]:
-        for i, segment in enumerate(result.segments):
-            delta = segment.text.lstrip() if i == 0 else segment.text
-            data = {"type": "transcript.text.delta", "delta": delta, "segment_id": str(segment.id),
-                    "start": segment.start, "end": segment.end}
-            yield format_sse_event(data_str=json.dumps(data, ensure_ascii=False))
-        done = {"type": "transcript.text.done", "text": result.text, "language": result.language,
+        parts: list[Transcription] = []
+        sent: list[str] = []
+        try:
+            async for part in _chain(first, rest):
+                for i, segment in enumerate(s for s in part.segments if s.text.strip()):
+                    delta = segment.text
+                    if i == 0:  # a piece's first words: the language's joiner between pieces, none at the start
+                        delta = (chunks.joiner(part.language) if sent else "") + delta.lstrip()
+                    data = {"type": "transcript.text.delta", "delta": delta, "segment_id": str(len(sent)),
+                            "start": segment.start, "end": segment.end}
+                    sent.append(delta)
+                    yield format_sse_event(data_str=json.dumps(data, ensure_ascii=False))
+                parts.append(part)
+        except Exception as exc:  # the status line is long gone: the failure is reported in the stream
+            if not isinstance(exc, APIError):
+                log.exception("stream=true transcription failed after %d pieces", len(parts))
+            yield format_sse_event(data_str=json.dumps({"type": "error", **errors.body_of(exc)}, ensure_ascii=False))
+            return
+        result = chunks.merge(parts, duration=sum(p.duration for p in parts), model=first.model, task=first.task)
+        done = {"type": "transcript.text.done", "text": "".join(sent), "language": result.language,
                 "duration": result.duration}
         yield format_sse_event(data_str=json.dumps(done, ensure_ascii=False))
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _chain(first: Transcription, rest: AsyncIterator[Transcription]) -> AsyncIterator[Transcription]:
+    yield first
+    async for part in rest:
+        yield part
 
 
 async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str, task: str,
@@ -54,9 +78,14 @@ async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, mo
     conversion = service.conversion_for(settings, chinese_script, language)
     options = service.options_for(language=language, task=task, prompt=prompt, word_timestamps=words,
                                   beam_size=beam_size, temperature=temperature)
+    if stream:
+        pieces = service.transcribe_in_pieces(file.file, settings=settings, triton=triton, model=model,
+                                              options=options, conversion=conversion)
+        first = await anext(pieces)  # decoding and the first piece: their errors are plain HTTP errors
+        return _sse(first, pieces)
     result = await service.transcribe(file.file, settings=settings, triton=triton, model=model,
                                       options=options, conversion=conversion)
-    return _sse(result) if stream else _render(result, response_format, words)
+    return _render(result, response_format, words)
 
 
 FileField = Annotated[UploadFile, File(description="Audio or video file (wav, mp3, flac, ogg, m4a, webm, mp4, ...)")]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
+import wave
 
 import httpx
+import numpy as np
 import opencc
 import pytest
 from httpx_sse import connect_sse
 from openai import OpenAI
 
-from tests.helpers import cer, clip, wer
+from tests.conftest import model_metric, read_metrics
+from tests.helpers import audio_of, cer, clip, wer
 
 pytestmark = pytest.mark.integration
 
@@ -200,6 +205,40 @@ def test_stream_through_sdk(client, shared_audio):
     assert [e.type for e in events][-1] == "transcript.text.done"
     assert sum(e.type == "transcript.text.delta" for e in events) >= 2
     assert wer(row["reference_text"], events[-1].text) <= 0.2
+
+
+LONG_FILES = ["en/1089-134686-0000.wav", "en/121-127105-0000.flac", "en/1320-122612-0008.flac", "en/3570-5694-0005.flac",
+              "en/2300-131720-0008.flac", "en/8555-284447-0000.flac", "en/7021-79730-0001.flac"]
+
+
+def test_stream_of_a_long_upload_comes_in_pieces_on_the_file_timeline(gateway, triton, shared_audio):
+    """Over a minute of speech with stream=true: Triton gets it in pieces of about 30 s (so the first
+    text can be sent before the rest is transcribed), and the streamed text is still the whole file's."""
+    gap = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([part for f in LONG_FILES for part in (audio_of(f), gap)])
+    duration = len(audio) / 16000
+    assert duration > 60
+    body = io.BytesIO()
+    with wave.open(body, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    before = model_metric(read_metrics(triton.metrics_url), "nv_inference_request_success", TINY)
+    with httpx.Client(timeout=300) as http:
+        with connect_sse(http, "POST", f"{gateway}/v1/audio/transcriptions",
+                         files={"file": ("long.wav", body.getvalue(), "audio/wav")},
+                         data={"model": TINY, "stream": "true"}) as source:
+            assert source.response.status_code == 200
+            events = [json.loads(sse.data) for sse in source.iter_sse()]
+    pieces = model_metric(read_metrics(triton.metrics_url), "nv_inference_request_success", TINY) - before
+    assert pieces == math.ceil((duration - 5) / 30), pieces  # 30 s pieces; the last may run 5 s over
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    done = events[-1]
+    assert done["type"] == "transcript.text.done" and done["duration"] == pytest.approx(duration, abs=0.01)
+    assert "".join(e["delta"] for e in deltas) == done["text"]
+    starts = [e["start"] for e in deltas]
+    assert starts == sorted(starts) and starts[0] < 2.0 and deltas[-1]["end"] > duration - 4.0
+    assert any(25 < t < 35 for t in starts), starts  # the second piece's text, moved onto the file's timeline
+    assert wer(" ".join(clip(f)["reference_text"] for f in LONG_FILES), done["text"]) <= 0.15, done["text"]
 
 
 def test_video_transcribes_like_its_audio(client, shared_audio):

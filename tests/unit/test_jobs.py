@@ -16,10 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway import jobs as jobs_module
+from gateway.chunks import drop_repeats, merge, shift, split_chunks
 from gateway.config import Settings
 from gateway.deps import get_triton
 from gateway.errors import InvalidRequest, ServiceUnavailable, TooManyRequests
-from gateway.jobs import JobRunner, JobStore, drop_repeats, merge, result_from_dict, result_to_dict, shift, split_chunks
+from gateway.jobs import JobRunner, JobStore, result_from_dict, result_to_dict
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
 
