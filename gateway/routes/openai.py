@@ -55,6 +55,8 @@ def _sse(first: Transcription, rest: AsyncIterator[Transcription]) -> StreamingR
                 log.exception("stream=true transcription failed after %d pieces", len(parts))
             yield format_sse_event(data_str=json.dumps({"type": "error", **errors.body_of(exc)}, ensure_ascii=False))
             return
+        finally:  # also when the client goes away: the pieces still in Triton are cancelled
+            await rest.aclose()
         result = chunks.merge(parts, duration=sum(p.duration for p in parts), model=first.model, task=first.task)
         done = {"type": "transcript.text.done", "text": "".join(sent), "language": result.language,
                 "duration": result.duration}

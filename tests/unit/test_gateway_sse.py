@@ -161,3 +161,23 @@ async def test_results_come_in_order_whatever_finishes_first(ahead):
         return i
 
     assert [r async for r in chunks.in_order(range(6), transcribe, ahead)] == list(range(6))
+
+
+async def test_a_client_that_goes_away_cancels_the_pieces_still_in_triton():
+    cancelled = []
+
+    async def transcribe(span: tuple[int, int]) -> Transcription:
+        try:
+            await asyncio.sleep(0 if span[0] == 0 else 30)
+        except asyncio.CancelledError:
+            cancelled.append(span[0])
+            raise
+        return Transcription("first", "en", 1.0, (Segment(0, 0.0, 1.0, " first"),))
+
+    pieces = chunks.in_order([(0, 1), (1, 2), (2, 3), (3, 4)], transcribe, ahead=2)
+    first = await anext(pieces)
+    body = _sse(first, pieces).body_iterator
+    await anext(body)
+    await asyncio.sleep(0.01)  # pieces 1 and 2 are now waiting inside "Triton"
+    await body.aclose()  # what Starlette does when the client disconnects
+    assert sorted(cancelled) == [1, 2]
