@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # stream=true uploads: the file is sent to Triton in pieces of about this length (cut at pauses), a few
     # at once, and each piece's text is sent to the client as soon as it and the ones before it are done.
     sse_chunk_seconds: float = Field(30.0, ge=5)
-    sse_chunks_ahead: int = Field(2, ge=1)  # pieces of one stream=true upload in flight at once
+    sse_chunks_ahead: int = Field(4, ge=1)  # pieces of one stream=true upload in flight at once
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 
