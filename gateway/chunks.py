@@ -118,6 +118,7 @@ async def in_order(items: Iterable[T], call: Callable[[T], Awaitable[R]], ahead:
     order as soon as each and those before it are done. Closing the iterator early (a client gone, an
     error) cancels the calls still running."""
     pending = iter(items)
+    end = object()
     running: deque[asyncio.Task[R]] = deque()
     try:
         for item in pending:
@@ -126,9 +127,9 @@ async def in_order(items: Iterable[T], call: Callable[[T], Awaitable[R]], ahead:
                 break
         while running:
             result = await running.popleft()
-            item = next(pending, None)
-            if item is not None:
-                running.append(asyncio.ensure_future(call(item)))
+            item = next(pending, end)
+            if item is not end:
+                running.append(asyncio.ensure_future(call(item)))  # type: ignore[arg-type]
             yield result
     finally:
         for task in running:

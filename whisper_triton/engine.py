@@ -86,6 +86,7 @@ class EngineStats:
     windows: int = 0
     batches: int = 0
     fallbacks: int = 0
+    audio_seconds: float = 0.0
     last_batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -159,6 +160,7 @@ class WhisperEngine:
                 results[index] = exc
                 continue
             valid[index] = request
+            self.stats.audio_seconds += request.duration
             opts = request.options
             prompt_tokens = encode_prompt(self.tokenizer(opts.language, opts.task), opts.prompt)
             for span, speech in plan_windows(request.audio, self.config.vad, self.config.vad_threshold):

@@ -47,6 +47,16 @@ def test_english_wer_and_batching(triton, shared_audio):
     assert requests == len(EN_CLIPS)
     assert executions < requests, f"{int(requests)} requests ran as {int(executions)} executions: not batched"
 
+    # The model's own metrics on the same endpoint: audio, windows, batches and the batch-size histogram.
+    def moved(name: str) -> float:
+        return model_metric(after, name, "whisper") - model_metric(before, name, "whisper")
+
+    assert moved("whisper_audio_seconds_total") == pytest.approx(sum(r.duration for r in results), abs=0.01)
+    windows, batches = moved("whisper_windows_total"), moved("whisper_generate_batches_total")
+    assert windows >= len(EN_CLIPS) and executions <= batches < windows, (windows, batches, executions)
+    assert moved("whisper_batch_windows_count") == batches
+    assert moved("whisper_batch_windows_sum") >= windows + moved("whisper_fallback_windows_total")  # retries re-batch
+
 
 def test_mandarin_cer_and_language(triton, shared_audio):
     results = transcribe_many(triton, [audio_of(f) for f in ZH_CLIPS])

@@ -14,6 +14,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton.config import EngineConfig
 from whisper_triton.engine import WhisperEngine
 from whisper_triton.isolation import EngineFailure, transcribe_isolated
+from whisper_triton.telemetry import BATCH_BUCKETS, BATCH_WINDOWS, BATCH_WINDOWS_HELP, COUNTERS, StatsWatcher
 from whisper_triton.triton_io import parse_request, result_tensors
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -33,6 +34,33 @@ class TritonPythonModel:
             model_dir=Path(args["model_repository"]),
         )
         self.engine.warmup()
+        self._metrics(args["model_name"], args["model_version"])
+
+    def _metrics(self, model_name, model_version):
+        """Counters and a batch-size histogram on Triton's metrics endpoint; none if metrics are off."""
+        self.watcher = StatsWatcher()
+        self.watcher.movement(self.engine.stats)  # the warm-up is not traffic
+        self.counters, self.batch_windows = {}, None
+        labels = {"model": model_name, "version": model_version}
+        try:
+            self.families = [pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.COUNTER)
+                             for name, (_, text) in COUNTERS.items()]
+            self.counters = {name: family.Metric(labels=labels) for name, family in zip(COUNTERS, self.families)}
+            histogram = pb_utils.MetricFamily(name=BATCH_WINDOWS, description=BATCH_WINDOWS_HELP,
+                                              kind=pb_utils.MetricFamily.HISTOGRAM)
+            self.families.append(histogram)
+            self.batch_windows = histogram.Metric(labels=labels, buckets=BATCH_BUCKETS)
+        except Exception as exc:  # e.g. tritonserver --allow-metrics=false
+            log.warning("custom metrics unavailable: %s", exc)
+
+    def _observe(self):
+        movement = self.watcher.movement(self.engine.stats)
+        for name, delta in movement.counters.items():
+            if name in self.counters:
+                self.counters[name].increment(delta)
+        if self.batch_windows is not None:
+            for size in movement.batch_sizes:
+                self.batch_windows.observe(size)
 
     def execute(self, requests):
         parsed = []
@@ -44,6 +72,7 @@ class TritonPythonModel:
         valid = [p for p in parsed if not isinstance(p, Exception)]
         # If the batched call raises, each request is retried alone: a crash fails only its own requests.
         results = iter(transcribe_isolated(self.engine.transcribe, valid))
+        self._observe()
 
         responses = []
         for item in parsed:
@@ -60,4 +89,6 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
+        # Metric objects go before their families (the stub requires it), then the engine.
+        self.counters, self.batch_windows, self.families = {}, None, []
         self.engine = None
