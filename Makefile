@@ -47,6 +47,11 @@ bench: system-deps venv weights
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Steady load for SOAK_ARGS (default 10 minutes) with the RSS of the gateway, tritonserver and each stub.
+.PHONY: bench-stream
+bench-stream: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.streaming $(STREAM_BENCH_ARGS)
+
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt

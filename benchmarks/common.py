@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import platform
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -192,3 +194,32 @@ def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
             return False
         time.sleep(0.5)
     return False
+
+
+@contextlib.contextmanager
+def running_stack(repository: Path, logs: Path, log=print, **gateway_env: str) -> Iterator[tuple[object, object, str]]:
+    """tritonserver serving the ``whisper`` model of ``repository`` and a gateway in front of it, as
+    ``make serve`` runs them; yields ``(triton, gateway, gateway_url)`` and stops both on the way out."""
+    from whisper_triton.server import ServeSettings, TritonServer, gateway_child
+
+    logs.mkdir(parents=True, exist_ok=True)
+    triton = TritonServer(repository, free_port(), free_port(), free_port(), models=["whisper"],
+                          log_path=logs / "tritonserver.log")
+    gateway = None
+    try:
+        log("starting tritonserver")
+        triton.start()
+        triton.wait_ready(900)
+        port = free_port()
+        settings = ServeSettings(grpc_port=triton.grpc_port, gateway_port=port, gateway_host="127.0.0.1")
+        gateway = gateway_child(settings, log_path=logs / "gateway.log")
+        gateway.env.update({"GATEWAY_TRITON_URL": triton.grpc_url, **gateway_env})
+        gateway.start()
+        url = f"http://127.0.0.1:{port}"
+        if not wait_http(f"{url}/health", 120, gateway.alive):
+            raise SystemExit(f"the gateway did not answer /health in 120 s (see {logs / 'gateway.log'})")
+        yield triton, gateway, url
+    finally:
+        if gateway is not None:
+            gateway.stop(10)
+        triton.stop(30)

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 from . import inprocess, loadgen, perf, report

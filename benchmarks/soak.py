@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_AUDIO, ROOT, wait_http, Clip, free_port, load_clips, machine_description, matches_own_clip, short_set
+from .common import DEFAULT_AUDIO, ROOT, Clip, load_clips, machine_description, matches_own_clip, running_stack, short_set
 
 STUB = "triton_python_backend_stub"
 
@@ -52,17 +52,12 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def stub_processes(triton_pid: int) -> dict[str, int]:
     """Label (model instance, e.g. ``whisper_0_1``) -> pid of each live backend stub of tritonserver."""
+    from whisper_triton.server import child_pids  # every thread's children: any may have started a stub
+
     stubs = {}
-    for pid in _children(triton_pid):
+    for pid in child_pids(triton_pid):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -311,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=60.0, help="load before the measured run starts")
     args = parser.parse_args(argv)
 
-    from whisper_triton.server import Child, ServeSettings, TritonServer, gateway_child
-
     from .run import benchmark_repository, machine_tag
 
     if not (args.audio_dir / "manifest.tsv").is_file():
@@ -326,43 +319,28 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="whisper-soak-"))
     repo, _ = benchmark_repository(tmp, args.repository)
-    triton = TritonServer(repo, free_port(), free_port(), free_port(), models=["whisper"],
-                          log_path=out / "logs" / "tritonserver.log")
-    gateway: Child | None = None
     sampler: Sampler | None = None
     try:
-        log("starting tritonserver (response cache off)")
-        triton.start()
-        triton.wait_ready(900)
-        gw_port = free_port()
-        settings = ServeSettings(grpc_port=triton.grpc_port, gateway_port=gw_port, gateway_host="127.0.0.1")
-        gateway = gateway_child(settings, log_path=out / "logs" / "gateway.log")
-        gateway.env["GATEWAY_TRITON_URL"] = triton.grpc_url
-        gateway.start()
-        url = f"http://127.0.0.1:{gw_port}"
-        if not wait_http(f"{url}/health", 120, gateway.alive):
-            raise SystemExit("the gateway did not answer /health in 120 s (see logs/gateway.log)")
-        if args.warmup_s > 0:
-            log(f"warm-up: {args.warmup_s:g} s of the same load (not counted)")
-            asyncio.run(drive(url, clips, payloads, seconds=args.warmup_s, concurrency=args.concurrency, bad_every=0,
-                              t0=time.monotonic(), timeout_s=args.timeout_s))
-        t0 = time.monotonic()
-        sampler = Sampler({"gateway": gateway.pid, "tritonserver": triton.pid}, triton.pid, args.sample_s, t0)
-        sampler.start()
-        log(f"load: {args.minutes} min")
-        records = asyncio.run(drive(url, clips, payloads, seconds=args.minutes * 60, concurrency=args.concurrency,
-                                    bad_every=args.bad_every, t0=t0, timeout_s=args.timeout_s))
-        wall_s = time.monotonic() - t0
-        time.sleep(min(args.sample_s, 5))  # one more sample after the load
-        sampler.stop.set()
-        sampler.join()
-        alive = {"gateway": gateway.alive(), "tritonserver": triton.alive()}
+        with running_stack(repo, out / "logs", log) as (triton, gateway, url):  # response cache off
+            if args.warmup_s > 0:
+                log(f"warm-up: {args.warmup_s:g} s of the same load (not counted)")
+                asyncio.run(drive(url, clips, payloads, seconds=args.warmup_s, concurrency=args.concurrency,
+                                  bad_every=0, t0=time.monotonic(), timeout_s=args.timeout_s))
+            t0 = time.monotonic()
+            sampler = Sampler({"gateway": gateway.pid, "tritonserver": triton.pid}, triton.pid, args.sample_s, t0)
+            sampler.start()
+            log(f"load: {args.minutes} min")
+            records = asyncio.run(drive(url, clips, payloads, seconds=args.minutes * 60,
+                                        concurrency=args.concurrency, bad_every=args.bad_every, t0=t0,
+                                        timeout_s=args.timeout_s))
+            wall_s = time.monotonic() - t0
+            time.sleep(min(args.sample_s, 5))  # one more sample after the load
+            sampler.stop.set()
+            sampler.join()
+            alive = {"gateway": gateway.alive(), "tritonserver": triton.alive()}
     finally:
         if sampler is not None:
             sampler.stop.set()
-        if gateway is not None:
-            gateway.stop(10)
-        triton.stop(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = sampler.rows
