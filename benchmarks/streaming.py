@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import io
 import json
 import shutil
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +42,6 @@ def joined(clips, seconds: float, gap_s: float = 1.0) -> tuple[np.ndarray, str]:
         refs.append(clip.reference)
         total += clip.duration + gap_s
     return np.concatenate(parts), " ".join(refs)
-
-
-def wav_bytes(audio: np.ndarray) -> bytes:
-    body = io.BytesIO()
-    with wave.open(body, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return body.getvalue()
 
 
 def live_streams(url: str, audio: np.ndarray, reference: str, levels: list[int]) -> list[dict]:
@@ -81,7 +71,9 @@ def sse_upload(url: str, audio: np.ndarray, reference: str, repeats: int) -> dic
     import httpx
     from httpx_sse import connect_sse
 
-    data, form = wav_bytes(audio), {"model": "whisper-1", "language": "en"}
+    from client.audio import encode_wav
+
+    data, form = encode_wav(audio), {"model": "whisper-1", "language": "en"}
     runs = []
     with httpx.Client(timeout=1800) as http:
         for _ in range(repeats):

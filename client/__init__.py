@@ -6,7 +6,7 @@
         print(result.text)
 """
 
-from .audio import decode_file
+from .audio import decode_file, encode_wav
 from .core import TritonTranscription, WhisperTritonClient, build_inputs
 
-__all__ = ["WhisperTritonClient", "TritonTranscription", "build_inputs", "decode_file"]
+__all__ = ["WhisperTritonClient", "TritonTranscription", "build_inputs", "decode_file", "encode_wav"]

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: error: {exc}", file=sys.stderr)
             except Exception as exc:  # tritonclient's InferenceServerException and friends
                 failures += 1
-                print(f"{path}: error: {getattr(exc, 'message', lambda: str(exc))() if callable(getattr(exc, 'message', None)) else exc}", file=sys.stderr)
+                message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+                print(f"{path}: error: {message}", file=sys.stderr)
     for path in args.files:
         if path in results:
             if len(args.files) > 1 and args.format != "json":

@@ -1,7 +1,10 @@
-"""Decode any audio or video file to 16 kHz mono float32 with FFmpeg's libraries (PyAV)."""
+"""Decode any audio or video file to 16 kHz mono float32 with FFmpeg's libraries (PyAV), and encode such
+samples as a WAV file (to upload audio held in memory)."""
 
 from __future__ import annotations
 
+import io
+import wave
 from typing import BinaryIO, Union
 
 import av
@@ -35,3 +38,15 @@ def decode_file(source: Union[str, BinaryIO], sample_rate: int = SAMPLE_RATE) ->
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (clipped; no samples: the 44-byte header)."""
+    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buffer.getvalue()

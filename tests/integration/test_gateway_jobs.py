@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from client.audio import encode_wav
 from tests.helpers import audio_of, clip, wer
 from tests.jobs_gateway import GatewayProcess
 
@@ -44,9 +44,7 @@ def long_clip(shared_audio, tmp_path_factory):
 
     def make(gain: float) -> tuple[Path, str, float]:
         path = folder / f"long-{gain:g}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-            w.writeframes((np.clip(samples * gain, -1, 1) * 32767).astype("<i2").tobytes())
+        path.write_bytes(encode_wav(samples * gain))
         return path, reference, samples.size / 16000
 
     return make

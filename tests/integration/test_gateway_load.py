@@ -13,11 +13,9 @@ Every bad request gets its own 4xx with an OpenAI error body. 200 sent = 200 ans
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import re
 import time
-import wave
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
+from client.audio import encode_wav
 from benchmarks.common import Clip, matches_own_clip
 from tests.helpers import audio_of, clip
 from tests.integration.conftest import run_gateway
@@ -47,15 +46,7 @@ FORMATS = ["json", "text", "srt", "verbose_json"]
 TOTAL_TIMEOUT_S = float(os.environ.get("LOAD_TEST_TIMEOUT_S", 600))
 
 
-def _wav(samples: np.ndarray) -> bytes:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+_wav = encode_wav
 
 
 def _concat(files: list[str]) -> np.ndarray:

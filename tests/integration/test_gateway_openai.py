@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
-import wave
 
 import httpx
 import numpy as np
@@ -14,6 +12,8 @@ import opencc
 import pytest
 from httpx_sse import connect_sse
 from openai import OpenAI
+
+from client.audio import encode_wav
 
 from tests.conftest import model_metric, read_metrics
 from tests.helpers import audio_of, cer, clip, wer
@@ -218,14 +218,10 @@ def test_stream_of_a_long_upload_comes_in_pieces_on_the_file_timeline(gateway, t
     audio = np.concatenate([part for f in LONG_FILES for part in (audio_of(f), gap)])
     duration = len(audio) / 16000
     assert duration > 60
-    body = io.BytesIO()
-    with wave.open(body, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     before = model_metric(read_metrics(triton.metrics_url), "nv_inference_request_success", TINY)
     with httpx.Client(timeout=300) as http:
         with connect_sse(http, "POST", f"{gateway}/v1/audio/transcriptions",
-                         files={"file": ("long.wav", body.getvalue(), "audio/wav")},
+                         files={"file": ("long.wav", encode_wav(audio), "audio/wav")},
                          data={"model": TINY, "stream": "true"}) as source:
             assert source.response.status_code == 200
             events = [json.loads(sse.data) for sse in source.iter_sse()]

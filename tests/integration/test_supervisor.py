@@ -67,7 +67,7 @@ def test_sigint_stops_everything(supervisor):
     stubs = [p for p in _pids("triton_python_backend_stub") if os.getppid() != p]
     for pid in stubs:
         with open(f"/proc/{pid}/status") as fh:
-            assert f"PPid:\t1\n" not in fh.read(), f"orphaned backend stub {pid}"
+            assert "PPid:\t1\n" not in fh.read(), f"orphaned backend stub {pid}"
 
 
 def test_killed_triton_is_restarted(supervisor):

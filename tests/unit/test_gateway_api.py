@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import wave
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from client.audio import encode_wav
 from gateway.config import Settings
 from gateway.deps import get_triton
 from gateway.errors import ModelNotFound
@@ -19,12 +18,8 @@ from gateway.results import Options, Segment, Transcription, Word
 
 
 def wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        t = np.arange(int(seconds * rate)) / rate
-        w.writeframes((8000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes())
-    return buffer.getvalue()
+    t = np.arange(int(seconds * rate)) / rate
+    return encode_wav((0.25 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate)
 
 
 class FakeTriton:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import wave
 
 import numpy as np
 import pytest
 
+from client.audio import encode_wav
 from gateway import chunks
 from gateway.errors import ServiceUnavailable
 from gateway.results import Options, Segment, Transcription
@@ -22,14 +21,9 @@ RATE = 16000
 def phrases_wav(phrases: int, seconds: float = 9.0, gap: float = 1.0) -> bytes:
     """``phrases`` tones of ``seconds`` each, ``gap`` of silence between them: pauses to cut at."""
     t = np.arange(int(seconds * RATE)) / RATE
-    tone = (8000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
-    silence = np.zeros(int(gap * RATE), dtype="<i2")
-    samples = np.concatenate([part for _ in range(phrases) for part in (tone, silence)])
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
-        w.writeframes(samples.tobytes())
-    return buffer.getvalue()
+    tone = (0.25 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    silence = np.zeros(int(gap * RATE), dtype=np.float32)
+    return encode_wav(np.concatenate([part for _ in range(phrases) for part in (tone, silence)]))
 
 
 class PieceTriton(FakeTriton):

@@ -4,17 +4,16 @@ Triton client, and the ``/v1/jobs`` routes through FastAPI's TestClient."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import sqlite3
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from client.audio import encode_wav
 from gateway import jobs as jobs_module
 from gateway.chunks import drop_repeats, merge, shift, split_chunks
 from gateway.config import Settings
@@ -36,12 +35,7 @@ def flat(seconds: float) -> np.ndarray:
     return np.full(int(seconds * RATE), 0.1, dtype=np.float32)
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+wav_bytes = encode_wav
 
 
 class FakeTriton:

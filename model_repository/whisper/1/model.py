@@ -8,7 +8,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from whisper_triton.config import EngineConfig
