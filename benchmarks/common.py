@@ -10,8 +10,8 @@ import re
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -196,11 +196,24 @@ def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
     return False
 
 
+def start_gateway(triton, logs: Path, **env: str) -> tuple[object, str]:
+    """``make serve``'s gateway in front of ``triton`` on a free port, started; returns ``(child, url)``.
+    The caller waits for its /health and stops it."""
+    from whisper_triton.server import ServeSettings, gateway_child
+
+    port = free_port()
+    settings = ServeSettings(grpc_port=triton.grpc_port, gateway_port=port, gateway_host="127.0.0.1")
+    gateway = gateway_child(settings, log_path=logs / "gateway.log")
+    gateway.env.update({"GATEWAY_TRITON_URL": triton.grpc_url, **env})
+    gateway.start()
+    return gateway, f"http://127.0.0.1:{port}"
+
+
 @contextlib.contextmanager
 def running_stack(repository: Path, logs: Path, log=print, **gateway_env: str) -> Iterator[tuple[object, object, str]]:
     """tritonserver serving the ``whisper`` model of ``repository`` and a gateway in front of it, as
     ``make serve`` runs them; yields ``(triton, gateway, gateway_url)`` and stops both on the way out."""
-    from whisper_triton.server import ServeSettings, TritonServer, gateway_child
+    from whisper_triton.server import TritonServer
 
     logs.mkdir(parents=True, exist_ok=True)
     triton = TritonServer(repository, free_port(), free_port(), free_port(), models=["whisper"],
@@ -210,12 +223,7 @@ def running_stack(repository: Path, logs: Path, log=print, **gateway_env: str) -
         log("starting tritonserver")
         triton.start()
         triton.wait_ready(900)
-        port = free_port()
-        settings = ServeSettings(grpc_port=triton.grpc_port, gateway_port=port, gateway_host="127.0.0.1")
-        gateway = gateway_child(settings, log_path=logs / "gateway.log")
-        gateway.env.update({"GATEWAY_TRITON_URL": triton.grpc_url, **gateway_env})
-        gateway.start()
-        url = f"http://127.0.0.1:{port}"
+        gateway, url = start_gateway(triton, logs, **gateway_env)
         if not wait_http(f"{url}/health", 120, gateway.alive):
             raise SystemExit(f"the gateway did not answer /health in 120 s (see {logs / 'gateway.log'})")
         yield triton, gateway, url

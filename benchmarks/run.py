@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 
 from . import inprocess, loadgen, perf, report
-from .common import DEFAULT_AUDIO, ROOT, wait_http, free_port, load_clips, machine_description, model_path, short_set
+from .common import DEFAULT_AUDIO, ROOT, free_port, load_clips, machine_description, model_path, short_set, start_gateway, wait_http
 
 # cpu_isa: the deployed model's own value (config.pbtxt), so the baselines run the same CPU kernels.
 BASELINE_SETTINGS = {"compute_type": "int8", "beam_size": 5, "cpu_threads": 2, "batch_size": 8,
@@ -130,7 +130,7 @@ def triton_direct_c1(grpc_url: str, clips) -> list[dict]:
 
 
 def run_triton(clips, mixed, concurrencies, args, out_dir: Path, tmp: Path, results: dict) -> None:
-    from whisper_triton.server import Child, ServeSettings, gateway_child, TritonServer
+    from whisper_triton.server import Child, TritonServer
 
     repo, config_text = benchmark_repository(tmp, args.repository)
     results["triton_config_pbtxt"] = config_text
@@ -164,13 +164,7 @@ def run_triton(clips, mixed, concurrencies, args, out_dir: Path, tmp: Path, resu
             results["triton_direct_c1"] = {"skipped": f"{type(exc).__name__}: {exc}"}
 
         # The gateway.
-        gw_port = free_port()
-        os.environ["GATEWAY_TRITON_URL"] = triton.grpc_url
-        settings = ServeSettings(grpc_port=grpc, gateway_port=gw_port, gateway_host="127.0.0.1")
-        gateway = gateway_child(settings, log_path=out_dir / "logs" / "gateway.log")
-        gateway.env["GATEWAY_TRITON_URL"] = triton.grpc_url
-        gateway.start()
-        gw_url = f"http://127.0.0.1:{gw_port}"
+        gateway, gw_url = start_gateway(triton, out_dir / "logs")
         why = ""
         if not wait_http(f"{gw_url}/health", 120, gateway.alive):
             why = "the gateway did not answer /health within 120 s (see logs/gateway.log)"

@@ -78,6 +78,13 @@ def shift(result: Transcription, start: float, end: float) -> Transcription:
     return replace(result, segments=segments, duration=end - start)
 
 
+def on_timeline(result: Transcription, span: tuple[int, int], rate: int = SAMPLE_RATE) -> Transcription:
+    """A piece's result for the whole file: repeated segments dropped, times moved to the piece's
+    place (``span`` in samples)."""
+    start, end = span
+    return shift(drop_repeats(result), start / rate, end / rate)
+
+
 def joiner(language: str) -> str:
     """What goes between two pieces of text in ``language``: a space, or nothing (Chinese, Japanese, Thai...)."""
     return "" if language in NO_SPACE_LANGUAGES else " "

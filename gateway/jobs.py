@@ -56,9 +56,9 @@ import anyio.to_thread
 import numpy as np
 
 from gateway import chinese, media, metrics
+from gateway.chunks import merge, on_timeline, split_chunks
 from gateway.config import Settings
 from gateway.errors import APIError, ServiceUnavailable, TooManyRequests
-from gateway.chunks import drop_repeats, merge, shift, split_chunks
 from gateway.results import Options, Segment, Transcription
 
 log = logging.getLogger("gateway.jobs")
@@ -586,7 +586,7 @@ class JobRunner:
             piece = await _in_thread(lambda s=start, e=end: np.array(samples[s:e], dtype=np.float32))
             result = await self._infer(job, piece)
             metrics.AUDIO_SECONDS.labels(job.model, job.options.task).inc(piece.size / SAMPLE_RATE)
-            result = shift(drop_repeats(result), start / SAMPLE_RATE, end / SAMPLE_RATE)
+            result = on_timeline(result, (start, end))
             await _in_thread(self.store.save_chunk, job.id, idx, result, job.attempts, end / SAMPLE_RATE)
         parts = await _in_thread(self.store.chunk_results, job.id)
         merged = merge(parts, duration=job.duration, model=job.model, task=job.options.task)

@@ -34,15 +34,23 @@ def options_for(*, language: str | None = None, task: str = "transcribe", prompt
                    word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature)
 
 
+async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:
+    """The model's name (checked) and the upload's sound (decoded off the loop; silent or empty refused)."""
+    name = settings.resolve_model(model)
+    return name, media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
+
+
+async def _infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
+    """One Triton call, its audio counted once it succeeded, Chinese in the asked-for script."""
+    result = await triton.transcribe(name, samples, options)
+    metrics.AUDIO_SECONDS.labels(name, options.task).inc(len(samples) / media.SAMPLE_RATE)
+    return chinese.convert(result, conversion) if options.task == "transcribe" else result
+
+
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
                      options: Options, conversion: str) -> Transcription:
-    name = settings.resolve_model(model)
-    audio = media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
-    result = await triton.transcribe(name, audio.samples, options)
-    metrics.AUDIO_SECONDS.labels(name, options.task).inc(audio.duration)
-    if options.task == "transcribe":
-        result = chinese.convert(result, conversion)
-    return result
+    name, audio = await _decoded(source, settings, model)
+    return await _infer(triton, name, audio.samples, options, conversion)
 
 
 async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
@@ -51,16 +59,11 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     about ``sse_chunk_seconds``, ``sse_chunks_ahead`` of them in Triton at once, each piece's result
     (on the file's timeline) yielded in order as soon as it is ready. Decoding and the first piece run
     before the first yield, so their errors still become a plain HTTP error."""
-    name = settings.resolve_model(model)
-    audio = media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
-    metrics.AUDIO_SECONDS.labels(name, options.task).inc(audio.duration)
-    rate = media.SAMPLE_RATE
+    name, audio = await _decoded(source, settings, model)
 
     async def piece(span: tuple[int, int]) -> Transcription:
-        start, end = span
-        result = await triton.transcribe(name, audio.samples[start:end], options)
-        result = chunks.shift(chunks.drop_repeats(result), start / rate, end / rate)
-        return chinese.convert(result, conversion) if options.task == "transcribe" else result
+        result = await _infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
+        return chunks.on_timeline(result, span)
 
     spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
     async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
