@@ -52,6 +52,13 @@ bench-stream: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.streaming $(STREAM_BENCH_ARGS)
 
+# A normal 11 s upload's latency, idle and under the hostile load of issue 11 (slow uploads, fast streams,
+# a control-token prompt), in one run; HOSTILE_ARGS (--requests, --ramp, --slow, --streams, --speed).
+.PHONY: bench-hostile
+bench-hostile: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.hostile $(HOSTILE_ARGS)
+
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt

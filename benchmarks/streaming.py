@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
-        with running_stack(repo, out / "logs", log) as (_, _, url):
-            live = live_streams(url, live_audio, live_ref, [int(n) for n in args.streams.split(",")])
+        levels = [int(n) for n in args.streams.split(",")]
+        # one process plays every listener: its per-client stream limit is raised to the most streams measured
+        with running_stack(repo, out / "logs", log, GATEWAY_MAX_STREAMS_PER_CLIENT=str(max(levels))) as (_, _, url):
+            live = live_streams(url, live_audio, live_ref, levels)
             sse = sse_upload(url, upload, upload_ref, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

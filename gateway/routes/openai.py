@@ -7,12 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
 from gateway import chunks, errors, formats, service
-from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep
+from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep, unless_client_leaves
 from gateway.errors import APIError, ModelNotFound
 from gateway.results import Transcription
 
@@ -72,8 +72,8 @@ async def _chain(first: Transcription, rest: AsyncIterator[Transcription]) -> As
         yield part
 
 
-async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str, task: str,
-               language: str | None, prompt: str | None, response_format: str, temperature: float,
+async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str,
+               task: str, language: str | None, prompt: str | None, response_format: str, temperature: float,
                granularities: list[str] | None, stream: bool, chinese_script: str | None,
                beam_size: int) -> Response:
     words = "word" in (granularities or [])
@@ -83,10 +83,14 @@ async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, mo
     if stream:
         pieces = service.transcribe_in_pieces(file.file, settings=settings, triton=triton, model=model,
                                               options=options, conversion=conversion)
-        first = await anext(pieces)  # decoding and the first piece: their errors are plain HTTP errors
-        return _sse(first, pieces)
-    result = await service.transcribe(file.file, settings=settings, triton=triton, model=model,
-                                      options=options, conversion=conversion)
+        try:  # decoding and the first piece: their errors are plain HTTP errors
+            first = await unless_client_leaves(request, anext(pieces))
+        except BaseException:
+            await pieces.aclose()  # the pieces already in Triton are cancelled
+            raise
+        return _sse(first, pieces)  # from here the response itself notices a client that leaves
+    result = await unless_client_leaves(request, service.transcribe(
+        file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion))
     return _render(result, response_format, words)
 
 
@@ -102,6 +106,7 @@ BeamField = Annotated[int, Form(ge=0, le=16, description="0 = the model's defaul
 
 @router.post("/audio/transcriptions", dependencies=[InFlightSlot])
 async def create_transcription(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: FileField,
@@ -115,7 +120,7 @@ async def create_transcription(
     chinese_script: ScriptField = None,
     beam_size: BeamField = 0,
 ) -> Response:
-    return await _run(settings, triton, file=file, model=model, task="transcribe", language=language,
+    return await _run(request, settings, triton, file=file, model=model, task="transcribe", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script=chinese_script,
                       beam_size=beam_size)
@@ -123,6 +128,7 @@ async def create_transcription(
 
 @router.post("/audio/translations", dependencies=[InFlightSlot])
 async def create_translation(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: FileField,
@@ -135,7 +141,7 @@ async def create_translation(
     stream: Annotated[bool, Form()] = False,
     beam_size: BeamField = 0,
 ) -> Response:
-    return await _run(settings, triton, file=file, model=model, task="translate", language=language,
+    return await _run(request, settings, triton, file=file, model=model, task="translate", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script="none",
                       beam_size=beam_size)
