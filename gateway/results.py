@@ -16,6 +16,7 @@ class Options:
     word_timestamps: bool = False
     beam_size: int = 0  # 0 = the model's default
     temperature: float = 0.0
+    vad_filter: bool | None = None  # None = the model's default (config.pbtxt vad_filter)
 
 
 @dataclass(frozen=True)

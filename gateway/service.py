@@ -26,12 +26,14 @@ def conversion_for(settings: Settings, choice: str | None, language: str | None 
 
 
 def options_for(*, language: str | None = None, task: str = "transcribe", prompt: str | None = None,
-                word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0) -> Options:
+                word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0,
+                vad_filter: bool | None = None) -> Options:
     if task not in TASKS:
         raise InvalidRequest(f"Invalid task '{task}': use transcribe or translate", param="task",
                              code="invalid_value")
     return Options(language=normalize(language), task=task, prompt=prompt or "",
-                   word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature)
+                   word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature,
+                   vad_filter=vad_filter)
 
 
 async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:

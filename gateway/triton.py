@@ -1,6 +1,6 @@
 """The only module that touches tritonclient: a small async wrapper over one shared gRPC channel.
 
-Every request carries all seven inputs (defaults included), because Triton's dynamic batcher only
+Every request carries all eight inputs (defaults included), because Triton's dynamic batcher only
 batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
 """
 
@@ -30,7 +30,7 @@ def _bytes_input(name: str, value: str) -> InferInput:
 
 
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """All seven inputs, each with a leading batch dimension of 1."""
+    """All eight inputs, each with a leading batch dimension of 1."""
     samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
     tensor = InferInput("AUDIO", list(samples.shape), "FP32")
     tensor.set_data_from_numpy(samples)
@@ -48,6 +48,7 @@ def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
         words,
         beam,
         temperature,
+        _bytes_input("VAD_FILTER", "" if options.vad_filter is None else str(options.vad_filter).lower()),
     ]
 
 

@@ -1,5 +1,7 @@
 """Engine settings, read once from the ``parameters`` block of a model's config.pbtxt.
 
+The defaults here are the ones model_repository/whisper/config.pbtxt ships (a unit test compares them).
+
 A bad value fails the model load with a message that names the parameter.
 """
 
@@ -35,11 +37,12 @@ class EngineConfig:
     cpu_threads: int = 1
     cpu_isa: str = "auto"  # auto | default | AVX512 | AVX2 | AVX | NONE (see whisper_triton/cpu.py)
     beam_size: int = 5
-    max_batch_windows: int = 4
-    context_floor_s: float = 15.0
-    context_margin_s: float = 0.0  # trailing silence kept after the longest window of a batch
-    max_tokens_per_s: float = 0.0  # decoding budget per second of audio on the first pass; 0 = model's 448
-    vad: bool = True
+    max_batch_windows: int = 2
+    context_floor_s: float = 8.0
+    context_margin_s: float = 3.0  # trailing silence kept after the longest window of a batch
+    max_tokens_per_s: float = 12.0  # decoding budget per second of audio on the first pass; 0 = model's 448
+    trim_min_logprob: float = -0.8  # a decode at a shorter context is kept only at this avg log-prob or above
+    vad_filter: bool = False  # True: decode only what the VAD calls speech (per request: VAD_FILTER)
     vad_threshold: float = 0.5
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
@@ -62,7 +65,7 @@ class EngineConfig:
                 extra[key] = text
                 continue
             try:
-                values[key] = _PARSERS.get(key, _parser_for(known[key].type))(text)
+                values[key] = _parser_for(known[key].type)(text)
             except ValueError as exc:
                 raise ValueError(f"config.pbtxt parameter '{key}': {exc}") from None
         values.update(overrides)
@@ -84,25 +87,10 @@ def _parser_for(type_name: Any) -> Callable[[str], Any]:
         return lambda v: float(v.strip())
     if name == "bool":
         return _bool
+    if name.startswith("tuple"):
+        return _floats
     return lambda v: v.strip()
 
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "cpu_threads": lambda v: int(v.strip()),
-    "beam_size": lambda v: int(v.strip()),
-    "max_batch_windows": lambda v: int(v.strip()),
-    "best_of": lambda v: int(v.strip()),
-    "context_floor_s": lambda v: float(v.strip()),
-    "context_margin_s": lambda v: float(v.strip()),
-    "max_tokens_per_s": lambda v: float(v.strip()),
-    "vad_threshold": lambda v: float(v.strip()),
-    "compression_ratio_threshold": lambda v: float(v.strip()),
-    "log_prob_threshold": lambda v: float(v.strip()),
-    "no_speech_threshold": lambda v: float(v.strip()),
-    "max_audio_s": lambda v: float(v.strip()),
-    "vad": _bool,
-    "fallback_temperatures": _floats,
-}
 
 _CHECKS = (
     ("model", lambda v: bool(v), "must name a model"),
@@ -117,6 +105,7 @@ _CHECKS = (
     ("context_margin_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
     ("max_tokens_per_s", lambda v: v == 0 or 2.0 <= v <= 100.0, "must be 0 (off) or between 2 and 100"),
     ("vad_threshold", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("trim_min_logprob", lambda v: -10.0 <= v <= 0.0, "must be between -10 (keep every trimmed decode) and 0"),
     ("compression_ratio_threshold", lambda v: v > 1.0, "must be > 1"),
     ("no_speech_threshold", lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1"),
     ("fallback_temperatures", lambda v: all(0.0 <= t <= 1.0 for t in v), "temperatures must be within [0, 1]"),

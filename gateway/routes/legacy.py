@@ -50,9 +50,9 @@ def _body(result: Transcription, started: float, timestamps: bool) -> dict[str, 
 
 
 async def _transcribe(source: Any, settings: Settings, triton: Any, *, model: str | None, language: str | None,
-                      chinese_script: str | None, beam_size: int = 0) -> Transcription:
+                      chinese_script: str | None, beam_size: int = 0, vad_filter: bool | None = None) -> Transcription:
     conversion = service.conversion_for(settings, chinese_script, language)
-    options = service.options_for(language=language, beam_size=beam_size)
+    options = service.options_for(language=language, beam_size=beam_size, vad_filter=vad_filter)
     return await service.transcribe(source, settings=settings, triton=triton, model=_model(settings, model),
                                     options=options, conversion=conversion)
 
@@ -66,10 +66,11 @@ async def transcribe_file(
     timestamps: Annotated[bool, Form()] = False,
     language: Annotated[str | None, Form()] = None,
     chinese_script: Annotated[str | None, Form()] = None,
+    vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result = await _transcribe(file.file, settings, triton, model=model, language=language,
-                               chinese_script=chinese_script)
+                               chinese_script=chinese_script, vad_filter=vad_filter)
     return _body(result, started, timestamps)
 
 
@@ -83,13 +84,14 @@ async def transcribe_binary(
     timestamps: Annotated[bool, Query()] = False,
     language: Annotated[str | None, Query()] = None,
     chinese_script: Annotated[str | None, Query()] = None,
+    vad_filter: Annotated[bool | None, Query()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     buffer = io.BytesIO()  # one copy of the body; the app's body limit stops it early
     async for chunk in request.stream():
         buffer.write(chunk)
     result = await _transcribe(buffer, settings, triton, model=model, language=language,
-                               chinese_script=chinese_script)
+                               chinese_script=chinese_script, vad_filter=vad_filter)
     return _body(result, started, timestamps)
 
 
@@ -107,10 +109,11 @@ async def stt_transcribe(
     language: Annotated[str | None, Form()] = None,
     beam_size: Annotated[int, Form(ge=0, le=16)] = 0,
     chinese_script: Annotated[str | None, Form()] = None,
+    vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result = await _transcribe(file.file, settings, triton, model=None, language=language,
-                               chinese_script=chinese_script, beam_size=beam_size)
+                               chinese_script=chinese_script, beam_size=beam_size, vad_filter=vad_filter)
     return _body(result, started, timestamps=True)
 
 

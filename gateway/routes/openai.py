@@ -75,11 +75,11 @@ async def _chain(first: Transcription, rest: AsyncIterator[Transcription]) -> As
 async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str, task: str,
                language: str | None, prompt: str | None, response_format: str, temperature: float,
                granularities: list[str] | None, stream: bool, chinese_script: str | None,
-               beam_size: int) -> Response:
+               beam_size: int, vad_filter: bool | None = None) -> Response:
     words = "word" in (granularities or [])
     conversion = service.conversion_for(settings, chinese_script, language)
     options = service.options_for(language=language, task=task, prompt=prompt, word_timestamps=words,
-                                  beam_size=beam_size, temperature=temperature)
+                                  beam_size=beam_size, temperature=temperature, vad_filter=vad_filter)
     if stream:
         pieces = service.transcribe_in_pieces(file.file, settings=settings, triton=triton, model=model,
                                               options=options, conversion=conversion)
@@ -98,6 +98,8 @@ GranularityField = Annotated[list[Granularity] | None, Form(alias="timestamp_gra
 ScriptField = Annotated[str | None, Form(description="Chinese output: s2twp (default), s2t, s2tw, s2hk, "
                                                      "simplified (t2s), none")]
 BeamField = Annotated[int, Form(ge=0, le=16, description="0 = the model's default")]
+VadField = Annotated[bool | None, Form(description="true: decode only what the VAD calls speech; false: every "
+                                                   "sample (faster-whisper's default); empty: the model's default")]
 
 
 @router.post("/audio/transcriptions", dependencies=[InFlightSlot])
@@ -114,11 +116,12 @@ async def create_transcription(
     stream: Annotated[bool, Form()] = False,
     chinese_script: ScriptField = None,
     beam_size: BeamField = 0,
+    vad_filter: VadField = None,
 ) -> Response:
     return await _run(settings, triton, file=file, model=model, task="transcribe", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script=chinese_script,
-                      beam_size=beam_size)
+                      beam_size=beam_size, vad_filter=vad_filter)
 
 
 @router.post("/audio/translations", dependencies=[InFlightSlot])
@@ -134,11 +137,12 @@ async def create_translation(
     timestamp_granularities: GranularityField = None,
     stream: Annotated[bool, Form()] = False,
     beam_size: BeamField = 0,
+    vad_filter: VadField = None,
 ) -> Response:
     return await _run(settings, triton, file=file, model=model, task="translate", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script="none",
-                      beam_size=beam_size)
+                      beam_size=beam_size, vad_filter=vad_filter)
 
 
 def _model_card(name: str) -> dict[str, object]:
