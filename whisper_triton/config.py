@@ -39,7 +39,8 @@ class EngineConfig:
     beam_size: int = 5
     max_batch_windows: int = 2
     context_floor_s: float = 8.0
-    context_margin_s: float = 3.0  # trailing silence kept after the longest window of a batch
+    context_margin_s: float = 3.0  # trailing silence kept after the window
+    context_step_s: float = 4.0  # contexts are rounded up to multiples of this; only equal contexts share a batch
     max_tokens_per_s: float = 12.0  # decoding budget per second of audio on the first pass; 0 = model's 448
     trim_min_logprob: float = -0.8  # a decode at a shorter context is kept only at this avg log-prob or above
     vad_filter: bool = False  # True: decode only what the VAD calls speech (per request: VAD_FILTER)
@@ -103,6 +104,7 @@ _CHECKS = (
     ("best_of", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
     ("context_floor_s", lambda v: 1.0 <= v <= 30.0, "must be between 1 and 30 seconds"),
     ("context_margin_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
+    ("context_step_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
     ("max_tokens_per_s", lambda v: v == 0 or 2.0 <= v <= 100.0, "must be 0 (off) or between 2 and 100"),
     ("vad_threshold", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
     ("trim_min_logprob", lambda v: -10.0 <= v <= 0.0, "must be between -10 (keep every trimmed decode) and 0"),

@@ -76,6 +76,7 @@ class _Job:
     tokens: list[int] = field(default_factory=list)
     attempt: Attempt = Attempt(Verdict.RETRY, False, 0.0)  # how ``tokens`` scored
     full_context: bool = False  # decoded at the full 30 s context at temperature 0
+    frames: int = 0  # encoder frames of the decode kept in ``tokens`` (word alignment uses the same)
     no_speech_prob: float = 0.0
     used_temperature: float = 0.0
     retried: bool = False
@@ -235,11 +236,16 @@ class WhisperEngine:
         on it is low, so the VAD, which misses it, is never asked."""
         if job.verdict is Verdict.SILENCE or not job.tokens or job.no_speech_prob <= self.config.no_speech_threshold:
             return
-        if job.speech is None:
-            job.speech = speech_spans(job.audio, self.config.vad_threshold)
-            job.speech = [Span(s.start + job.start, s.end + job.start) for s in job.speech]
-        if not job.speech:
+        if not self._speech(job):
             job.attempt = replace(job.attempt, verdict=Verdict.SILENCE)
+
+    def _speech(self, job: _Job) -> list[Span]:
+        """The VAD's speech spans inside the window (on the request's timeline), found once, when first asked
+        (a clip of up to 30 s without ``vad_filter`` is decoded before any VAD runs; Silero costs about 2 ms
+        per second of audio here, against about 100 ms for decoding)."""
+        if job.speech is None:
+            job.speech = [Span(s.start + job.start, s.end + job.start) for s in speech_spans(job.audio, self.config.vad_threshold)]
+        return job.speech
 
     def _confident(self, job: _Job) -> bool:
         return job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
@@ -280,7 +286,7 @@ class WhisperEngine:
             Span(job.start + int(s.start * SAMPLE_RATE), job.start + int(s.end * SAMPLE_RATE))
             for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
         ]
-        speech = [Span(s.start, min(s.end, until)) for s in job.speech or [] if s.start < until]
+        speech = [Span(s.start, min(s.end, until)) for s in self._speech(job) if s.start < until]
         gaps = uncovered(speech, covered, int(MIN_GAP_S * SAMPLE_RATE), int(1.0 * SAMPLE_RATE))
         return [
             _Job(request=job.request, start=g.start, end=g.end, audio=job.audio[g.start - job.start:g.end - job.start],
@@ -298,18 +304,23 @@ class WhisperEngine:
         if not jobs:
             return
         temps = [j.temperature if temperature is None else temperature for j in jobs]
-        # one generate call takes one beam size and temperature, and prompts of one length (CTranslate2
-        # needs <|startoftranscript|> at the same position in every row)
-        keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens))) for j, t in zip(jobs, temps)]
+        # one generate call takes one beam size and temperature, prompts of one length (CTranslate2 needs
+        # <|startoftranscript|> at the same position in every row), and one encoder context: each window's
+        # own, so its text does not depend on the windows it shares a batch with
+        keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens)),
+                 self._context(j.samples, full_context)) for j, t in zip(jobs, temps)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
             batch = [jobs[i] for i in batch_ids]
-            beam_size, temp, _ = keys[batch_ids[0]]
-            self._decode_batch(batch, full_context, beam_size, temp, keep_best)
+            beam_size, temp, _, n_frames = keys[batch_ids[0]]
+            self._decode_batch(batch, n_frames, beam_size, temp, keep_best)
 
-    def _decode_batch(self, batch: list[_Job], full_context: bool, beam_size: int, temperature: float, keep_best: bool) -> None:
+    def _context(self, samples: int, full: bool) -> int:
+        c = self.config
+        return context_frames(samples, c.context_floor_s, full=full, margin_s=c.context_margin_s, step_s=c.context_step_s)
+
+    def _decode_batch(self, batch: list[_Job], n_frames: int, beam_size: int, temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
-        n_frames = context_frames(longest, self.config.context_floor_s, full=full_context,
-                                  margin_s=self.config.context_margin_s)
+        full_context = n_frames == FULL_CONTEXT_FRAMES
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
         for job in batch:
@@ -366,20 +377,18 @@ class WhisperEngine:
             attempt, tokens = best
             if keep_best and not better(attempt, job.attempt):
                 continue
-            job.tokens, job.attempt, job.no_speech_prob = tokens, attempt, result.no_speech_prob
+            job.tokens, job.attempt, job.no_speech_prob, job.frames = tokens, attempt, result.no_speech_prob, n_frames
             job.used_temperature = temperature
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
         """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""
-        groups: dict[tuple[Optional[str], str], list[_Job]] = defaultdict(list)
+        groups: dict[tuple[Optional[str], str, int], list[_Job]] = defaultdict(list)
         for job in jobs:
-            groups[(job.language, job.task)].append(job)
-        for (language, task), members in groups.items():
+            groups[(job.language, job.task, job.frames)].append(job)
+        for (language, task, n_frames), members in groups.items():
             tokenizer = self.tokenizer(language, task)
             for batch_ids in plan_batches([0] * len(members), [j.samples for j in members], self.config.max_batch_windows):
                 batch = [members[i] for i in batch_ids]
-                n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s,
-                                          margin_s=self.config.context_margin_s)
                 features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
                 segments = [
                     [

@@ -25,14 +25,20 @@ def frames_for(samples: int) -> int:
     return math.ceil(samples / HOP_LENGTH)
 
 
-def context_frames(longest_samples: int, floor_s: float, full: bool = False, margin_s: float = 0.0) -> int:
-    """Frames for a batch whose longest window has ``longest_samples`` samples (even, <= 3000).
+def context_frames(longest_samples: int, floor_s: float, full: bool = False, margin_s: float = 0.0,
+                   step_s: float = 0.0) -> int:
+    """Encoder frames for a window of ``longest_samples`` samples (even, <= 3000).
 
-    The context is the longest window plus ``margin_s`` of trailing silence, and at least ``floor_s``.
+    The context is the window plus ``margin_s`` of trailing silence, at least ``floor_s``, rounded up to a
+    multiple of ``step_s``: windows are batched only with others of the same context, so a window's text
+    does not depend on which windows share its batch.
     """
     if full:
         return FULL_CONTEXT_FRAMES
     wanted = max(frames_for(longest_samples) + int(margin_s * 100), int(floor_s * 100))
+    step = int(step_s * 100)
+    if step > 0:
+        wanted = -(-wanted // step) * step
     wanted += wanted % 2  # the encoder's stride-2 convolution halves the frames
     return min(wanted, FULL_CONTEXT_FRAMES)
 

@@ -74,6 +74,13 @@ def test_context_margin_adds_trailing_silence_above_the_floor():
     assert context_frames(29 * SR, floor_s=5, margin_s=3) == FULL_CONTEXT_FRAMES  # never past 30 s
 
 
+def test_context_rounds_up_to_its_step_so_a_window_gets_the_same_context_in_any_batch():
+    assert context_frames(3 * SR, floor_s=8, margin_s=3, step_s=4) == 800  # the 8 s floor, already a step
+    assert context_frames(int(5.5 * SR), floor_s=8, margin_s=3, step_s=4) == 1200  # 8.5 s -> 12 s
+    assert context_frames(int(9.5 * SR), floor_s=8, margin_s=3, step_s=4) == 1600  # 12.5 s -> 16 s
+    assert context_frames(27 * SR, floor_s=8, margin_s=3, step_s=4) == FULL_CONTEXT_FRAMES
+
+
 def test_token_budget_scales_with_audio_and_respects_the_model_limit():
     assert token_budget(5 * SR, 12.0, prompt_tokens=4, model_max=448) == 4 + 16 + 60
     assert token_budget(30 * SR, 12.0, prompt_tokens=4, model_max=448) == 4 + 16 + 360
