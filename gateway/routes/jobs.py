@@ -5,6 +5,7 @@ The work and the storage live in ``gateway.jobs``; these routes only parse, chec
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import formats, service
 from gateway.deps import Authenticated, SettingsDep, TritonDep
-from gateway.errors import ModelNotFound, ServiceUnavailable
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
@@ -29,10 +30,31 @@ def get_jobs(request: Request) -> Jobs:
 
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
+MAX_METADATA_BYTES = 4096
+
+
+def client_of(request: Request) -> str:
+    """Who a job belongs to for the per-client queue limit: the peer's address."""
+    return request.client.host if request.client else ""
+
+
+def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"callback_metadata is longer than {MAX_METADATA_BYTES} bytes", param="callback_metadata")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequest("callback_metadata must be a JSON object", param="callback_metadata")
+    return value
 
 
 @router.post("/jobs", status_code=202)
 async def create_job(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     jobs: JobsDep,
@@ -45,6 +67,10 @@ async def create_job(
     timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
     chinese_script: Annotated[str | None, Form()] = None,
     beam_size: Annotated[int, Form(ge=0, le=16)] = 0,
+    callback_url: Annotated[str | None, Form(description="POSTed the job, signed (Standard Webhooks), when it "
+                                                         "ends")] = None,
+    callback_metadata: Annotated[str | None, Form(description="A JSON object (at most 4 KB) sent back with "
+                                                              "the job")] = None,
 ) -> JSONResponse:
     words = "word" in (timestamp_granularities or [])
     conversion = "none" if task == "translate" else service.conversion_for(settings, chinese_script, language)
@@ -57,7 +83,9 @@ async def create_job(
         ready = None
     if ready is not None and name not in ready:
         raise ModelNotFound(f"The model '{model}' does not exist or is not ready", param="model")
-    job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words)
+    job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words,
+                            client=client_of(request), callback_url=callback_url or None,
+                            callback_metadata=parse_metadata(callback_metadata))
     return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
