@@ -485,3 +485,80 @@ def test_default_jobs_dir_is_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("GATEWAY_JOBS_DIR", raising=False)  # tests/conftest.py points it at a temporary directory
     assert Settings(_env_file=None).jobs_dir == Path(tmp_path) / ".cache/whisper-triton/jobs"
+
+
+# ---------------------------------------------------------------------- limits, workers, webhooks (API)
+
+async def test_a_short_job_is_not_stuck_behind_long_ones(tmp_path):
+    """Issue 11 item 6: two long jobs hold the workers' attention; a short one submitted after them still
+    finishes first (one of two workers takes the job with the least audio left)."""
+
+    class SlowLong(FakeTriton):
+        async def transcribe(self, model, audio, options):
+            if audio.size > 5 * RATE:
+                await asyncio.Event().wait()  # long chunks never finish in this test
+            return await super().transcribe(model, audio, options)
+
+    store, fake = SQLiteStore(tmp_path), SlowLong()
+    long_jobs = [make_job(store, seconds=60) for _ in range(2)]
+    short = make_job(store, seconds=3)
+    runner = runner_for(store, fake, workers=2)
+    runner.start()
+    try:
+        done = await wait_status(store, short.id, ("succeeded", "failed"))
+        assert done.status == "succeeded"
+        assert store.get(long_jobs[0].id).status == "running"  # the oldest is being worked on meanwhile
+        assert all(store.get(j.id).chunks_done == 0 for j in long_jobs)
+    finally:
+        await runner.stop()
+    store.close()
+
+
+SECRET = "whsec_" + __import__("base64").b64encode(b"k" * 32).decode()
+
+
+def test_callback_url_needs_webhooks_on_and_a_public_http_url(tmp_path):
+    upload = {"file": ("a.wav", wav_bytes(noise(1)), "audio/wav")}
+    off = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "off"))
+    off.state.triton = FakeTriton()
+    with TestClient(off) as client:
+        r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://example.com/hook"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "webhooks_disabled"
+    on = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "on", webhook_secret=SECRET))
+    on.state.triton = FakeTriton()
+    with TestClient(on) as client:
+        for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/", "ftp://example.com/"):
+            r = client.post("/v1/jobs", files=upload, data={"callback_url": url})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == {"message": r.json()["error"]["message"], "type": "invalid_request_error",
+                                         "param": "callback_url", "code": "invalid_callback_url"}
+        for metadata in ("[1, 2]", "not json", "{" + '"k": "' + "x" * 5000 + '"}'):
+            r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://8.8.8.8/h",
+                                                            "callback_metadata": metadata})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "callback_metadata", r.text
+        assert client.get("/v1/jobs").json()["data"] == []  # nothing refused was kept
+        r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://8.8.8.8/h",
+                                                        "callback_metadata": '{"ticket": "A-1"}'})
+        assert r.status_code == 202, r.text
+        assert r.json()["callback_url"] == "https://8.8.8.8/h" and r.json()["callback_metadata"] == {"ticket": "A-1"}
+
+
+def test_per_client_queue_limit_and_storage_quota_are_429(tmp_path):
+    fake = FakeTriton()
+    fake.gate = asyncio.Event()  # nothing finishes
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_max_active_per_client=2,
+                              job_storage_quota_mb=0.2))
+    app.state.triton = fake
+    with TestClient(app) as client:
+        def submit(seconds: float):
+            return client.post("/v1/jobs", files={"file": ("a.wav", wav_bytes(noise(seconds, seed=int(seconds))),
+                                                           "audio/wav")})
+        assert submit(1).status_code == 202 and submit(1.5).status_code == 202
+        r = submit(2)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "job_quota_exceeded"
+        assert r.json()["error"]["type"] == "rate_limit_error" and "unfinished jobs" in r.json()["error"]["message"]
+        for job in client.get("/v1/jobs").json()["data"]:
+            client.post(f"/v1/jobs/{job['id']}/cancel")
+        r = submit(20)  # white noise does not compress: about 0.6 MB of FLAC, over the 0.2 MiB quota
+        assert r.status_code == 429 and "The job queue is full" in r.json()["error"]["message"]
+        assert submit(2).status_code == 202
