@@ -1,9 +1,8 @@
 """A job's pending audio, kept compressed: each chunk as its own FLAC stream (16 kHz, mono, 16-bit).
 
 Lossless, so a job's chunks reach Triton as the decoded upload would (to 16-bit precision, -96 dBFS),
-and a chunk is read and decoded alone, without the rest of the file. Speech at 16 kHz compresses to
-about half of 16-bit PCM: 3.5 to 4.5 MB per minute of float32 becomes about 0.9 MB (measured figures in
-the README), where the earlier ``.npy`` of float32 kept 3.84 MB per minute.
+and a chunk is read and decoded alone, without the rest of the file. Speech takes 17.6 KB per second
+(63 MB per hour; the README has the measurement), where the earlier ``.npy`` of float32 took 64 KB.
 """
 
 from __future__ import annotations

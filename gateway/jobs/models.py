@@ -100,6 +100,7 @@ class Job:
     callback_url: str | None = None
     callback_metadata: dict[str, Any] | None = None
     lease: str | None = None  # the current claim's token: only its holder may commit chunks
+    runner: str | None = None  # host:pid of the process that claimed it last
 
     @property
     def chunk_count(self) -> int:
@@ -117,7 +118,7 @@ class Job:
             interruptions=row["interruptions"], resumed_at_chunk=row["resumed_at_chunk"],
             error=json.loads(row["error"]) if row["error"] else None, last_error=row["last_error"],
             client=row["client"], audio_bytes=row["audio_bytes"], callback_url=row["callback_url"],
-            callback_metadata=json.loads(metadata) if metadata else None, lease=row["lease"],
+            callback_metadata=json.loads(metadata) if metadata else None, lease=row["lease"], runner=row["runner"],
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ stored ``EXTERNAL``: already compressed, so PostgreSQL does not try again). Ever
 without a shared disk or another service to run, it is written in the same transaction as the job's row
 (no orphan files, no half-submitted job), and each chunk's row is deleted in the transaction that commits
 its result, so the space is given back as the job advances. Cost: speech compresses to about 17 KB per
-second, about 250 MB for a 4-hour upload (plus the same again in WAL until a checkpoint), against 0.9 GB
+second (63 MB per hour), 253 MB for a 4-hour upload (plus the same again in WAL until a checkpoint), against 0.9 GB
 of float32. Object storage would suit uploads far past that; it would go behind the same three methods
 (``_save_audio``, ``chunk_audio``, ``_drop_chunk``).
 
@@ -52,7 +52,7 @@ MIGRATIONS = (
         attempts integer NOT NULL DEFAULT 0, interruptions integer NOT NULL DEFAULT 0,
         resumed_at_chunk integer NOT NULL DEFAULT 0, error text, last_error text, result text,
         client text NOT NULL DEFAULT '', audio_bytes bigint NOT NULL DEFAULT 0,
-        callback_url text, callback_metadata text, lease text, lease_expires double precision);
+        callback_url text, callback_metadata text, lease text, lease_expires double precision, runner text);
     CREATE INDEX jobs_by_status ON jobs (status, created_at);
     CREATE INDEX jobs_by_created ON jobs (created_at);
     CREATE INDEX jobs_by_client ON jobs (client, status);

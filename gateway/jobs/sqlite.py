@@ -57,6 +57,7 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN callback_url TEXT;
     ALTER TABLE jobs ADD COLUMN callback_metadata TEXT;
     ALTER TABLE jobs ADD COLUMN lease TEXT;
+    ALTER TABLE jobs ADD COLUMN runner TEXT;
     ALTER TABLE jobs ADD COLUMN lease_expires REAL;
     CREATE INDEX jobs_by_client ON jobs (client, status);
     CREATE TABLE webhooks (

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -39,6 +41,7 @@ from gateway.jobs.models import Delivery, Job, JobGone, JobQuotaExceeded, dump_r
 from gateway.results import Options, Transcription
 
 SAMPLE_RATE = audio.SAMPLE_RATE
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"  # who claimed a job, for the operator (and tests)
 ORDERS = {"oldest": "created_at, id", "shortest": "duration - progress_s, created_at, id"}
 
 
@@ -187,9 +190,9 @@ class JobStore(ABC):
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE jobs SET status = 'running', attempts = attempts + 1, resumed_at_chunk = chunks_done,"
-                f" last_error = NULL, updated_at = ?, lease = ?, lease_expires = {self.NOW} + ?"
+                f" last_error = NULL, updated_at = ?, lease = ?, lease_expires = {self.NOW} + ?, runner = ?"
                 f" WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY {ORDERS[order]} LIMIT 1"
-                f"{self.SKIP_LOCKED}) RETURNING *", (time.time(), uuid.uuid4().hex, lease_s)).fetchone()
+                f"{self.SKIP_LOCKED}) RETURNING *", (time.time(), uuid.uuid4().hex, lease_s, RUNNER)).fetchone()
         return None if row is None else Job.from_row(row)
 
     def heartbeat(self, job: Job, lease_s: float) -> bool:
