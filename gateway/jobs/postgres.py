@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.jobs import audio
 from gateway.jobs.models import Job
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import JobStore, migrate
 
 LOCK_MIGRATE = 7_414_001  # pg_advisory_xact_lock keys
 LOCK_LIMITS = 7_414_002
@@ -83,21 +83,6 @@ class _Tx:
         return self.conn.execute(sql.replace("?", "%s"), params)
 
 
-def migrate(conn: psycopg.Connection) -> int:
-    """Bring the schema to the latest version; returns it."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-        current = conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version").fetchone()["v"]
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version > current:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-    return len(MIGRATIONS)
-
-
 class PostgresStore(JobStore):
     NOW = "extract(epoch from clock_timestamp())::float8"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
@@ -109,9 +94,10 @@ class PostgresStore(JobStore):
                                    kwargs={"autocommit": True, "row_factory": dict_row}, name="jobs")
         self.pool.open(wait=True, timeout=timeout_s)
         try:
-            with self.pool.connection() as conn:
-                self.schema_version = migrate(conn)
-                info = conn.info
+            with self._tx() as db:
+                db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_MIGRATE,))  # replicas starting together
+                self.schema_version = migrate(db, MIGRATIONS)
+                info = db.conn.info
                 self._where = f"PostgreSQL {info.host}:{info.port}/{info.dbname}"
         except BaseException:
             self.pool.close()

@@ -25,7 +25,7 @@ import numpy as np
 
 from gateway.jobs import audio
 from gateway.jobs.models import Job
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import JobStore, migrate
 
 ORPHAN_AGE_S = 600.0  # an audio file without a job row, this old, is left from a crash: removed at startup
 
@@ -77,25 +77,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def migrate(db: sqlite3.Connection) -> int:
-    """Bring the schema to the latest version; returns it. Concurrent openers wait on the write lock."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        current = db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version > current:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return len(MIGRATIONS)
-
-
 class SQLiteStore(JobStore):
     """One connection shared by the process's threads, each call under one lock; write transactions are
     ``BEGIN IMMEDIATE`` so other processes on the same file wait (``busy_timeout``) instead of failing."""
@@ -113,8 +94,8 @@ class SQLiteStore(JobStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self.schema_version = migrate(self._db)
+        with self._tx() as db:  # BEGIN IMMEDIATE: concurrent openers wait
+            self.schema_version = migrate(db, MIGRATIONS)
         self._lock_fd: int | None = None
 
     def __repr__(self) -> str:

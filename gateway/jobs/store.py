@@ -339,5 +339,19 @@ class JobStore(ABC):
             return _values(db.execute("SELECT count(*) AS n FROM webhooks", ()).fetchone())[0]
 
 
+def migrate(db: Any, migrations: Sequence[str]) -> int:
+    """In ``db``'s transaction (which keeps other openers out): apply, in order, each schema version not yet
+    recorded in ``schema_version``; returns the latest version."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)", ())
+    (current,) = _values(db.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version", ()).fetchone())
+    for version, script in enumerate(migrations, start=1):
+        if version > current:
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement, ())
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return len(migrations)
+
+
 def _values(row: Any) -> tuple[Any, ...]:
     return tuple(row.values()) if isinstance(row, dict) else tuple(row)

@@ -15,6 +15,7 @@ from gateway import formats, service
 from gateway.deps import Authenticated, SettingsDep, TritonDep
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
+from gateway.jobs.api import JobDeleted, JobList, JobObject
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
 
@@ -52,7 +53,7 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, responses={202: {"model": JobObject}})
 async def create_job(
     request: Request,
     settings: SettingsDep,
@@ -89,13 +90,13 @@ async def create_job(
     return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses={200: {"model": JobList}})
 async def list_jobs(jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     recent = await jobs.recent(limit + 1)
     return {"object": "list", "data": [job.to_json() for job in recent[:limit]], "has_more": len(recent) > limit}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses={200: {"model": JobObject}})
 async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return (await jobs.get(job_id)).to_json()
 
@@ -109,12 +110,12 @@ async def get_job_result(job_id: str, jobs: JobsDep, response_format: ResponseFo
     return Response(body, media_type=formats.MEDIA_TYPES[response_format])
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses={200: {"model": JobObject}})
 async def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return (await jobs.cancel(job_id)).to_json()
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses={200: {"model": JobDeleted}})
 async def delete_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     await jobs.delete(job_id)
     return {"id": job_id, "object": "transcription.job.deleted", "deleted": True}

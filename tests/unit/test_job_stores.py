@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.chunks import split_chunks
-from gateway.jobs import JobGone, JobQuotaExceeded, JobRunner, Limits, audio
+from gateway.jobs import JobGone, JobQuotaExceeded, JobRunner, Limits
 from gateway.jobs.postgres import PostgresStore
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.results import Options, Segment, Transcription

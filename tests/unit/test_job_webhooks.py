@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from gateway.errors import InvalidRequest
+from gateway.jobs.api import WebhookMessage
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.jobs.webhooks import Sender, check_url, retry_delay
 from tests.unit.test_job_stores import chunk_text, make_job
@@ -81,6 +82,7 @@ async def test_each_ending_is_delivered_signed_and_a_failing_receiver_gets_it_on
         assert r.headers["content-type"] == "application/json"
     assert len({r.headers["webhook-id"] for r in by_path["/flaky"]}) == 1  # one message, sent three times
     sent = json.loads(by_path["/ok"][0].body)
+    WebhookMessage.model_validate(sent)
     assert sent["type"] == "transcription.job.succeeded" and sent["data"]["id"] == ok.id
     assert sent["data"]["callback_metadata"] == {"order": 1} and sent["data"]["status"] == "succeeded"
     payload = json.loads(by_path["/flaky"][-1].body)

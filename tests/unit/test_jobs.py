@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.deps import get_triton
 from gateway.errors import InvalidRequest, ServiceUnavailable, TooManyRequests
 from gateway.jobs import JobRunner, audio, result_from_dict, result_to_dict
+from gateway.jobs.api import JobList, JobObject
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
@@ -407,6 +408,9 @@ def test_submit_poll_and_fetch_every_format(api):
 
     listed = client.get("/v1/jobs", params={"limit": 5}).json()
     assert listed["object"] == "list" and [j["id"] for j in listed["data"]] == [created["id"]]
+    JobObject.model_validate(created), JobObject.model_validate(done), JobList.model_validate(listed)
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"JobObject", "JobList", "JobDeleted"} <= set(schemas)  # /docs shows the shapes
     assert client.delete(f"/v1/jobs/{created['id']}").json() == {
         "id": created["id"], "object": "transcription.job.deleted", "deleted": True}
     assert client.get(f"/v1/jobs/{created['id']}").status_code == 404
