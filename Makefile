@@ -53,6 +53,11 @@ bench-stream: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.streaming $(STREAM_BENCH_ARGS)
 
+# Durable jobs on PostgreSQL: jobs/minute with 1 and 3 gateway replicas, takeover after a kill, webhooks.
+.PHONY: bench-jobs
+bench-jobs: system-deps venv weights
+	$(BIN)/python -m benchmarks.jobs $(JOBS_BENCH_ARGS)
+
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered
+    at: float  # when it arrived (time.time())
 
 
 class Receiver:
@@ -32,7 +34,7 @@ class Receiver:
                     attempt = sum(1 for r in receiver.received if r.path == self.path) + 1
                     status = receiver.answer(self.path, attempt)
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                      body, status))
+                                                      body, status, time.time()))
                     receiver._changed.notify_all()
                 self.send_response(status)
                 self.send_header("content-length", "0")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from typing import Any, BinaryIO
 
 from gateway.chunks import split_chunks
@@ -20,15 +19,16 @@ from gateway.service import decode_checked
 
 log = logging.getLogger("gateway.jobs")
 
+FIRST_OPEN_S = 3.0  # how long the gateway's start waits for PostgreSQL
 RECONNECT_S = 5.0  # PostgreSQL not reachable at start: try again this often (jobs answer 503 meanwhile)
 
 
-def open_store(settings: Settings) -> JobStore:
+def open_store(settings: Settings, timeout_s: float = 10.0) -> JobStore:
     """PostgreSQL when ``jobs_database_url`` is set, else SQLite under ``jobs_dir`` (blocking)."""
     if settings.jobs_database_url is not None:
         from gateway.jobs.postgres import PostgresStore
 
-        return PostgresStore(settings.jobs_database_url.get_secret_value(),
+        return PostgresStore(settings.jobs_database_url.get_secret_value(), timeout_s=timeout_s,
                              pool_size=settings.job_workers + settings.job_submit_concurrency + 4)
     from gateway.jobs.sqlite import SQLiteStore
 
@@ -47,19 +47,21 @@ class Jobs:
         self._opening: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if not await self._open():
-            if self.settings.jobs_database_url is not None:  # the database may come up after the gateway
-                self._opening = asyncio.create_task(self._keep_opening(), name="jobs-open")
-            return
-        self._start_workers()
+        """Open the store; a PostgreSQL that is not reachable within ``FIRST_OPEN_S`` does not hold up the
+        gateway's start: jobs answer 503 until a background retry reaches it (it may start after us)."""
+        if await self._open(FIRST_OPEN_S):
+            self._start_workers()
+        elif self.settings.jobs_database_url is not None:
+            self._opening = asyncio.create_task(self._keep_opening(), name="jobs-open")
 
-    async def _open(self) -> bool:
+    async def _open(self, timeout_s: float = 10.0) -> bool:
         try:
-            self.store = await in_thread(open_store, self.settings)
-        except (OSError, sqlite3.Error) as exc:
-            self.problem = f"the jobs directory {self.settings.jobs_dir} is not usable: {exc}"
-        except Exception as exc:  # psycopg's errors, a pool timeout
-            self.problem = f"the jobs database is not reachable: {type(exc).__name__}: {exc}"
+            self.store = await in_thread(open_store, self.settings, timeout_s)
+        except Exception as exc:  # OSError, sqlite3.Error, psycopg's errors, a pool timeout
+            if self.settings.jobs_database_url is None:
+                self.problem = f"the jobs directory {self.settings.jobs_dir} is not usable: {exc}"
+            else:
+                self.problem = f"the jobs database is not reachable: {type(exc).__name__}: {exc}"
         else:
             self.problem = None
             return True

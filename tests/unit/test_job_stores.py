@@ -251,3 +251,37 @@ async def test_a_version_1_sqlite_database_is_migrated_and_its_jobs_still_run(tm
     assert store.result(done.id).text == " ".join(f"chunk {i + 1}" for i in range(len(chunks)))
     assert store.audio_files(done.id) == []  # the legacy .npy went with the job
     store.close()
+
+
+def test_a_database_that_is_down_at_start_gives_503_then_jobs_once_it_is_up(postgres, monkeypatch, tmp_path):
+    """The gateway starts at once without its database (jobs 503), and serves jobs when it comes up."""
+    from fastapi.testclient import TestClient
+
+    from gateway.config import Settings
+    from gateway.jobs import app as jobs_app
+    from gateway.main import create_app
+
+    url = postgres.new_database()
+    monkeypatch.setattr(jobs_app, "FIRST_OPEN_S", 0.5)
+    monkeypatch.setattr(jobs_app, "RECONNECT_S", 0.1)
+    real_open = jobs_app.open_store
+    attempts = []
+
+    def flaky_open(settings, timeout_s):
+        attempts.append(timeout_s)
+        if len(attempts) < 3:  # the database "comes up" at the third attempt
+            raise OSError("connection refused")
+        return real_open(settings, timeout_s)
+
+    monkeypatch.setattr(jobs_app, "open_store", flaky_open)
+    app = create_app(Settings(_env_file=None, jobs_database_url=url, jobs_dir=tmp_path))
+    app.state.triton = FakeTriton()
+    with TestClient(app) as client:
+        r = client.get("/v1/jobs")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
+        assert client.get("/v1/models").status_code == 200
+        deadline = time.monotonic() + 10
+        while client.get("/v1/jobs").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(attempts) == 3
