@@ -64,16 +64,18 @@ def wait_done(url: str, ids: list[str], timeout: float = 1800) -> dict[str, dict
         time.sleep(0.5)
 
 
-def run(triton, pg: PostgresServer, replicas: int, files: list[Path], args, logs: Path, kill: bool) -> dict:
+def run(triton, pg: PostgresServer, replicas: int, workers: int, files: list[Path], args, logs: Path,
+        kill: bool) -> dict:
     database = pg.new_database()
     env = {"GATEWAY_JOBS_DATABASE_URL": database, "GATEWAY_JOB_CHUNK_SECONDS": str(args.chunk),
+           "GATEWAY_JOB_WORKERS": str(workers),
            "GATEWAY_JOB_LEASE_S": str(args.lease), "GATEWAY_WEBHOOK_SECRET": SECRET,
            "GATEWAY_WEBHOOK_ALLOW_PRIVATE": "true", "GATEWAY_JOB_MAX_ACTIVE_PER_CLIENT": "1000"}
     gateways = []
     with Receiver() as receiver:
         try:
             for n in range(replicas):
-                folder = logs / f"r{replicas}-{n}"
+                folder = logs / f"r{replicas}x{workers}-{n}-{time.time():.0f}"
                 folder.mkdir(parents=True, exist_ok=True)
                 gateways.append(start_gateway(triton, folder, **env))
             for child, url in gateways:
@@ -101,7 +103,7 @@ def run(triton, pg: PostgresServer, replicas: int, files: list[Path], args, logs
     audio_s = sum(s["duration"] for s in states.values())
     ok = sum(s["status"] == "succeeded" for s in states.values())
     return {
-        "replicas": replicas, "jobs": len(jobs), "succeeded": ok, "audio_seconds": round(audio_s, 1),
+        "replicas": replicas, "workers_per_replica": workers, "jobs": len(jobs), "succeeded": ok, "audio_seconds": round(audio_s, 1),
         "chunks": sum(s["progress"]["chunk_count"] for s in states.values()),
         "submit_seconds": round(submitted, 1), "wall_seconds": round(wall, 1),
         "jobs_per_minute": round(60 * len(jobs) / wall, 2), "audio_rtfx": round(audio_s / wall, 2),
@@ -148,7 +150,7 @@ def main() -> None:
     from whisper_triton.server import TritonServer
 
     out = ROOT / "benchmarks" / "results" / f"{date.today()}-jobs"
-    logs = out / "logs"
+    logs = out / "raw"  # gateway and Triton logs: not committed
     logs.mkdir(parents=True, exist_ok=True)
     files = job_files(out, args.jobs, args.clips_per_job)
     bin_dir = find_bin()
@@ -160,8 +162,11 @@ def main() -> None:
     try:
         triton.start()
         triton.wait_ready(900)
-        results = [run(triton, pg, n, files, args, logs, kill=False) for n in (1, 3)]
-        results.append(run(triton, pg, 3, files, args, logs, kill=True))
+        # Alternating, so the machine's drift (other load, warm-up) falls on both; 1 x 6 has the
+        # concurrency of 3 x 2 in one process.
+        plan = [(1, 2), (3, 2), (1, 6), (1, 2), (3, 2)]
+        results = [run(triton, pg, n, w, files, args, logs, kill=False) for n, w in plan]
+        results.append(run(triton, pg, 3, 2, files, args, logs, kill=True))
     finally:
         triton.stop(30)
         pg.stop()
