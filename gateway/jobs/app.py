@@ -123,6 +123,7 @@ class Jobs:
         s = self.settings
         limits = Limits(max_active_per_client=s.job_max_active_per_client,
                         max_audio_bytes=int(s.job_storage_quota_mb * 2**20))
+        await in_thread(self._store().check_limits, client, limits)
         async with self._submits:
             job = await in_thread(self._prepare, source, model=model, options=options, conversion=conversion,
                                   words=words, client=client, callback_url=callback_url,

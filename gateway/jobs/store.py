@@ -133,6 +133,12 @@ class JobStore(ABC):
         assert job is not None
         return job
 
+    def check_limits(self, client: str, limits: Limits) -> None:
+        """The limits before an upload is decoded, so a client past them costs no decoding (``create``
+        checks again, with the upload's size, where it counts)."""
+        with self._tx() as db:
+            self._check_limits(db, client, 0, limits)
+
     def _lock_for_limits(self, db: Any) -> None:
         """Serialise the limit checks of concurrent creates (SQLite's write transaction already does)."""
 
@@ -149,7 +155,7 @@ class JobStore(ABC):
         if limits.max_audio_bytes is not None:
             (used,) = _values(db.execute("SELECT coalesce(sum(audio_bytes), 0) AS n FROM jobs WHERE status IN"
                                          " ('queued', 'running')", ()).fetchone())
-            if used + size > limits.max_audio_bytes:
+            if used + size > limits.max_audio_bytes or used >= limits.max_audio_bytes:
                 raise JobQuotaExceeded(
                     f"The job queue is full: {used / 2**20:.0f} MiB of audio waits to be transcribed and this "
                     f"upload needs {size / 2**20:.1f} MiB more (limit {limits.max_audio_bytes / 2**20:.0f} MiB, "
