@@ -23,8 +23,9 @@ import httpx
 import numpy as np
 
 from benchmarks.common import ROOT, free_port, machine_description, start_gateway, wait_http
+# The test suite's throwaway PostgreSQL and webhook receiver serve the benchmark as they are.
 from client.audio import encode_wav
-from tests.helpers import audio_of, clip
+from tests.helpers import audio_of
 from tests.postgres import PostgresServer, find_bin
 from tests.webhook_receiver import Receiver
 
