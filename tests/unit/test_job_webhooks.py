@@ -120,3 +120,24 @@ async def test_a_private_receiver_is_refused_at_delivery_too(tmp_path):
             await sender.stop()
         assert receiver.received == []
     store.close()
+
+
+async def test_a_message_in_the_outbox_survives_a_restart(tmp_path):
+    """The job ended while no sender ran (the process stopped right after the commit): the next process
+    on the same store sends it."""
+    first = SQLiteStore(tmp_path)
+    with Receiver() as receiver:
+        job = make_job(first, seconds=3, callback_url=f"{receiver.url}/after-restart")
+        first.succeed(first.claim_next(), chunk_text("kept"))
+        first.close()  # ... the gateway stops here
+
+        store = SQLiteStore(tmp_path)
+        sender = Sender(store, SECRET, allow_private=True, poll_s=0.02)
+        sender.start()
+        try:
+            (got,) = await asyncio.to_thread(receiver.wait_for, lambda r: len(r) == 1, 10)
+            await wait_for(lambda: store.pending_webhooks() == 0)
+        finally:
+            await sender.stop()
+    assert json.loads(Webhook(SECRET).verify(got.body, got.headers) and got.body)["data"]["id"] == job.id
+    store.close()
