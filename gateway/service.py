@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import BinaryIO
+
+import anyio.to_thread
 
 from gateway import chinese, chunks, media, metrics
 from gateway.config import Settings
@@ -36,13 +39,18 @@ def options_for(*, language: str | None = None, task: str = "transcribe", prompt
                    vad_filter=vad_filter)
 
 
+def decode_checked(source: bytes | BinaryIO, *, max_seconds: float) -> media.Audio:
+    """An upload's sound, decoded, silent or empty refused (blocking: call it from a thread)."""
+    return media.require_sound(media.decode(source, max_seconds=max_seconds))
+
+
 async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:
     """The model's name (checked) and the upload's sound (decoded off the loop; silent or empty refused)."""
     name = settings.resolve_model(model)
-    return name, media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
+    return name, await anyio.to_thread.run_sync(partial(decode_checked, source, max_seconds=settings.max_audio_seconds))
 
 
-async def _infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
+async def infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
     """One Triton call, its audio counted once it succeeded, Chinese in the asked-for script."""
     result = await triton.transcribe(name, samples, options)
     metrics.AUDIO_SECONDS.labels(name, options.task).inc(len(samples) / media.SAMPLE_RATE)
@@ -52,7 +60,7 @@ async def _infer(triton: TritonClient, name: str, samples, options: Options, con
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
                      options: Options, conversion: str) -> Transcription:
     name, audio = await _decoded(source, settings, model)
-    return await _infer(triton, name, audio.samples, options, conversion)
+    return await infer(triton, name, audio.samples, options, conversion)
 
 
 async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
@@ -64,7 +72,7 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     name, audio = await _decoded(source, settings, model)
 
     async def piece(span: tuple[int, int]) -> Transcription:
-        result = await _infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
+        result = await infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
         return chunks.on_timeline(result, span)
 
     spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)

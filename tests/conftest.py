@@ -43,6 +43,18 @@ def triton(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (``tests/postgres.py``); ``postgres.new_database()`` per test."""
+    from tests.postgres import start_or_skip
+
+    server = start_or_skip()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def shared_audio() -> Path:
     if not shared_audio_available():
         pytest.skip(f"real test speech not found at {SHARED_AUDIO} (set WHISPER_TEST_AUDIO); speech-content tests need it")

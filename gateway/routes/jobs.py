@@ -5,6 +5,7 @@ The work and the storage live in ``gateway.jobs``; these routes only parse, chec
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -12,8 +13,9 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import formats, service
 from gateway.deps import Authenticated, SettingsDep, TritonDep
-from gateway.errors import ModelNotFound, ServiceUnavailable
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
+from gateway.jobs.api import JobDeleted, JobList, JobObject
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
 
@@ -29,10 +31,31 @@ def get_jobs(request: Request) -> Jobs:
 
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
+MAX_METADATA_BYTES = 4096
 
 
-@router.post("/jobs", status_code=202)
+def client_of(request: Request) -> str:
+    """Who a job belongs to for the per-client queue limit: the peer's address."""
+    return request.client.host if request.client else ""
+
+
+def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"callback_metadata is longer than {MAX_METADATA_BYTES} bytes", param="callback_metadata")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequest("callback_metadata must be a JSON object", param="callback_metadata")
+    return value
+
+
+@router.post("/jobs", status_code=202, responses={202: {"model": JobObject}})
 async def create_job(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     jobs: JobsDep,
@@ -45,6 +68,10 @@ async def create_job(
     timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
     chinese_script: Annotated[str | None, Form()] = None,
     beam_size: Annotated[int, Form(ge=0, le=16)] = 0,
+    callback_url: Annotated[str | None, Form(description="POSTed the job, signed (Standard Webhooks), when it "
+                                                         "ends")] = None,
+    callback_metadata: Annotated[str | None, Form(description="A JSON object (at most 4 KB) sent back with "
+                                                              "the job")] = None,
 ) -> JSONResponse:
     words = "word" in (timestamp_granularities or [])
     conversion = "none" if task == "translate" else service.conversion_for(settings, chinese_script, language)
@@ -57,17 +84,19 @@ async def create_job(
         ready = None
     if ready is not None and name not in ready:
         raise ModelNotFound(f"The model '{model}' does not exist or is not ready", param="model")
-    job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words)
+    job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words,
+                            client=client_of(request), callback_url=callback_url or None,
+                            callback_metadata=parse_metadata(callback_metadata))
     return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses={200: {"model": JobList}})
 async def list_jobs(jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     recent = await jobs.recent(limit + 1)
     return {"object": "list", "data": [job.to_json() for job in recent[:limit]], "has_more": len(recent) > limit}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses={200: {"model": JobObject}})
 async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return (await jobs.get(job_id)).to_json()
 
@@ -81,12 +110,12 @@ async def get_job_result(job_id: str, jobs: JobsDep, response_format: ResponseFo
     return Response(body, media_type=formats.MEDIA_TYPES[response_format])
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses={200: {"model": JobObject}})
 async def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return (await jobs.cancel(job_id)).to_json()
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses={200: {"model": JobDeleted}})
 async def delete_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     await jobs.delete(job_id)
     return {"id": job_id, "object": "transcription.job.deleted", "deleted": True}
