@@ -8,9 +8,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-# Every request carries every input: Triton's dynamic batcher only batches requests with the same
-# set of inputs, so leaving optional ones out would split batches.
-INPUTS = ("AUDIO", "LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE", "TEMPERATURE", "VAD_FILTER")
+# Every request carries every input (see _arrays): Triton's dynamic batcher only batches requests with
+# the same set of inputs, so leaving optional ones out would split batches.
 OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
 
 

@@ -7,7 +7,7 @@ A bad value fails the model load with a message that names the parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from .cpu import CHOICES
@@ -52,25 +52,22 @@ class EngineConfig:
     max_audio_s: float = 4 * 3600.0
     best_of: int = 5
     download_root: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any], **overrides: Any) -> "EngineConfig":
         """Build from Triton's parameters (``{"key": {"string_value": "..."}}``) or a plain dict."""
-        known = {f.name: f for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"}
+        known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
-        extra: dict[str, str] = {}
         for key, raw in parameters.items():
             text = raw.get("string_value", "") if isinstance(raw, Mapping) else str(raw)
-            if key not in known:
-                extra[key] = text
-                continue
+            if key not in known:  # a misspelt parameter would otherwise be ignored without a word
+                raise ValueError(f"config.pbtxt parameter '{key}' is unknown; known: {', '.join(known)}")
             try:
                 values[key] = _parser_for(known[key].type)(text)
             except ValueError as exc:
                 raise ValueError(f"config.pbtxt parameter '{key}': {exc}") from None
         values.update(overrides)
-        config = cls(**values, extra=extra)
+        config = cls(**values)
         config.validate()
         return config
 

@@ -123,6 +123,11 @@ def test_unfinished_tail_is_the_segment_after_the_last_timestamp_pair():
     assert unfinished_tail([1, 2, 3], TB) is None  # no timestamps at all: the window counts as decoded
 
 
+def test_an_unknown_parameter_fails_the_load_by_name():
+    with pytest.raises(ValueError, match="'context_flor_s' is unknown"):
+        EngineConfig.from_parameters({"context_flor_s": "8"})
+
+
 def test_engine_defaults_are_the_ones_config_pbtxt_ships():
     """One source for defaults: EngineConfig() equals the parameters of model_repository/whisper."""
     from pathlib import Path
