@@ -52,6 +52,7 @@ log = logging.getLogger("whisper_triton.engine")
 MAX_EXTRA_ROUNDS = 3
 MIN_GAP_S = 1.5
 SAMPLES_PER_TIMESTAMP = int(0.02 * SAMPLE_RATE)  # one timestamp token = 20 ms
+MIN_REST_SPEECH = int(0.5 * SAMPLE_RATE)  # VAD speech the rest of an unfinished window needs to be decoded
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -261,7 +262,10 @@ class WhisperEngine:
             return []
         start = job.start + (job.tokens[cut - 1] - tokenizer.timestamp_begin) * SAMPLES_PER_TIMESTAMP
         job.tokens = job.tokens[:cut]
-        if job.end - start < SAMPLES_PER_TIMESTAMP or start <= job.start:
+        # A rest with no speech in it is not decoded: conditioned on the text so far, Whisper repeats that
+        # text over a fraction of a second of silence.
+        if start <= job.start or not any(min(s.end, job.end) - max(s.start, start) >= MIN_REST_SPEECH
+                                         for s in self._speech(job)):
             return []
         # Whisper resets the prompt after a window that needed a high temperature (prompt_reset_on_temperature)
         previous = [] if job.used_temperature > 0.5 else [*job.prompt_tokens, *job.tokens]
