@@ -1,0 +1,158 @@
+"""Speaker windows -> speakers -> turns, and speakers -> names. numpy only (the gateway imports it).
+
+``cluster``: average-linkage agglomerative clustering on cosine similarity, merging while the two
+closest clusters are more alike than ``threshold`` (so the number of speakers is found, one included),
+bounded by ``min_speakers``/``max_speakers``; then each window is moved to its nearest centroid (a few
+rounds), which undoes chaining, and a window whose neighbours in the same region both disagree with it
+takes their label. Labels are numbered by first appearance.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+THRESHOLD = 0.60  # average cosine similarity above which two clusters are one speaker (benchmarks/diarization.py)
+MIN_SIZE = 3  # windows; smaller clusters are absorbed by the nearest speaker
+NAME_THRESHOLD = 0.70  # a reference names a cluster only when their centroids are at least this alike
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float
+    end: float
+    speaker: int
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _agglomerate(emb: np.ndarray, threshold: float, min_k: int, max_k: int) -> np.ndarray:
+    n = len(emb)
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    sizes = np.ones(n)
+    alive = np.ones(n, dtype=bool)
+    members = np.arange(n)
+    k = n
+    while k > min_k:
+        flat = int(np.argmax(sim))
+        a, b = divmod(flat, n)
+        if sim[a, b] < threshold and k <= max_k:
+            break
+        merged = (sizes[a] * sim[a] + sizes[b] * sim[b]) / (sizes[a] + sizes[b])  # average linkage
+        sim[a], sim[:, a] = merged, merged
+        sim[a, a] = -np.inf
+        sim[b], sim[:, b] = -np.inf, -np.inf
+        sizes[a] += sizes[b]
+        alive[b] = False
+        members[members == b] = a
+        k -= 1
+    return members
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    order: dict[int, int] = {}
+    for value in labels:
+        order.setdefault(int(value), len(order))
+    return np.array([order[int(v)] for v in labels], dtype=np.int64)
+
+
+def centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    emb = _unit(embeddings)
+    return np.stack([_unit(emb[labels == k].mean(axis=0)) for k in range(int(labels.max()) + 1)])
+
+
+def cluster(embeddings: np.ndarray, *, threshold: float = THRESHOLD, min_speakers: int = 1,
+            max_speakers: int = 8, regions: np.ndarray | None = None, rounds: int = 3,
+            min_size: int = MIN_SIZE) -> np.ndarray:
+    """One speaker index per window (0, 1, ... by first appearance). ``regions``: the speech region of
+    each window (same value = same region, in time order), for the neighbour smoothing."""
+    emb = _unit(embeddings)
+    n = len(emb)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    min_k = max(1, min(min_speakers, n))
+    max_k = max(min_k, min(max_speakers, n))
+    labels = _relabel(_agglomerate(emb, threshold, min_k, max_k))
+    labels = _absorb_small(emb, labels, min_size, min_k)
+    for _ in range(rounds):
+        moved = _relabel(np.argmax(emb @ centroids(emb, labels).T, axis=1))
+        if int(moved.max()) + 1 < min_k or np.array_equal(moved, labels):
+            break
+        labels = moved
+    if regions is not None and n >= 3:
+        labels = _smooth(labels, np.asarray(regions))
+    return _relabel(labels)
+
+
+def _absorb_small(emb: np.ndarray, labels: np.ndarray, min_size: int, min_k: int) -> np.ndarray:
+    """Clusters of fewer than ``min_size`` windows (a cough, a laugh, a stray window) join the nearest
+    larger cluster, as long as ``min_k`` clusters remain."""
+    counts = np.bincount(labels)
+    while len(counts) > min_k and counts.min() < min_size and counts.max() >= min_size:
+        small = int(np.argmin(counts))
+        cents = centroids(emb, labels)
+        sim = cents[small] @ cents.T
+        sim[counts < min_size] = -np.inf
+        labels = np.where(labels == small, int(np.argmax(sim)), labels)
+        labels = _relabel(labels)
+        counts = np.bincount(labels)
+    return labels
+
+
+def _smooth(labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    out = labels.copy()
+    for i in range(1, len(labels) - 1):
+        same_region = regions[i - 1] == regions[i] == regions[i + 1]
+        if same_region and labels[i - 1] == labels[i + 1] != labels[i]:
+            out[i] = labels[i - 1]
+    return out
+
+
+def turns(spans: np.ndarray, labels: np.ndarray, join_gap: float = 0.05) -> list[Turn]:
+    """Consecutive spans of one speaker joined into turns (a gap longer than ``join_gap`` keeps them apart)."""
+    out: list[Turn] = []
+    for (start, end), label in sorted(zip(np.asarray(spans).tolist(), np.asarray(labels).tolist())):
+        if out and out[-1].speaker == label and start - out[-1].end <= join_gap:
+            out[-1] = Turn(out[-1].start, max(out[-1].end, end), label)
+        else:
+            out.append(Turn(float(start), float(end), int(label)))
+    return out
+
+
+def letter(index: int) -> str:
+    """OpenAI's labels for unnamed speakers: A, B, ..., Z, AA, AB, ..."""
+    letters = string.ascii_uppercase
+    name = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        name = letters[rem] + name
+    return name
+
+
+def names(speaker_centroids: np.ndarray, references: dict[str, np.ndarray],
+          threshold: float = NAME_THRESHOLD) -> list[str]:
+    """A label per cluster: the closest reference's name (each name used once, best pairs first, only
+    above ``threshold``), else the next free letter."""
+    k = len(speaker_centroids)
+    labels: list[str | None] = [None] * k
+    if references and k:
+        ref_names = list(references)
+        sim = _unit(speaker_centroids) @ _unit(np.stack([references[r] for r in ref_names])).T
+        used: set[int] = set()
+        for flat in np.argsort(-sim, axis=None):
+            c, r = divmod(int(flat), len(ref_names))
+            if sim[c, r] < threshold:
+                break
+            if labels[c] is None and r not in used:
+                labels[c] = ref_names[r]
+                used.add(r)
+    taken = {label for label in labels if label}
+    letters = (letter(i) for i in range(10 * k + 26))
+    return [label or next(x for x in letters if x not in taken) for label in labels]
