@@ -150,3 +150,22 @@ def turns_of(truth: dict[str, np.ndarray], length: int) -> list[tuple[float, flo
         edges = np.flatnonzero(np.diff(np.concatenate([[0], flags[:length].astype(np.int8), [0]])))
         turns += [(a / SR, b / SR, speaker) for a, b in zip(edges[::2], edges[1::2])]
     return sorted(turns)
+
+
+def from_clips(sequence: list[tuple[str, str]], *, gap_s: float = 0.6, audio_dir: Path = DEFAULT_AUDIO) -> Conversation:
+    """Whole clips one after another (``(speaker, file)`` pairs), ``gap_s`` of silence between them."""
+    parts, truth_parts, owners, pieces = [], [], [], []
+    position = 0
+    for speaker, name in sequence:
+        audio = _decode(str(Path(audio_dir) / name))
+        gap = np.zeros(int(gap_s * SR), dtype=np.float32)
+        parts += [audio, gap]
+        truth_parts += [activity(audio), np.zeros(len(gap), dtype=bool)]
+        owners += [speaker, None]
+        pieces.append((position / SR, speaker, name))
+        position += len(audio) + len(gap)
+    audio = np.concatenate(parts)
+    speakers = list(dict.fromkeys(s for s, _ in sequence))
+    truth = {s: np.concatenate([t if o == s else np.zeros(len(t), dtype=bool) for t, o in zip(truth_parts, owners)])
+             for s in speakers}
+    return Conversation(audio=audio, reference=turns_of(truth, len(audio)), speakers=speakers, pieces=pieces)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from functools import partial
 from typing import BinaryIO
 
-from gateway import chinese, chunks, media, metrics
+import anyio
+
+from gateway import chinese, chunks, diarization, media, metrics
 from gateway.config import Settings
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.languages import normalize
 from gateway.results import Options, Transcription
 from gateway.triton import TritonClient
@@ -48,9 +53,38 @@ async def _infer(triton: TritonClient, name: str, samples, options: Options, con
 
 
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
-                     options: Options, conversion: str) -> Transcription:
+                     options: Options, conversion: str, diarize: diarization.DiarizeOptions | None = None,
+                     references: dict[str, bytes] | None = None) -> Transcription:
+    """One upload transcribed; with ``diarize``, with a speaker on every segment (see ``_diarized``)."""
     name, audio = await _decoded(source, settings, model)
+    if diarize is not None:
+        return await _diarized(triton, settings, name, audio, options, conversion, diarize, references or {})
     return await _infer(triton, name, audio.samples, options, conversion)
+
+
+async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+                    conversion: str, diarize: diarization.DiarizeOptions,
+                    references: dict[str, bytes]) -> Transcription:
+    """The diarization step: Whisper (with word timestamps) and the speaker model run on the upload at
+    once, with each known speaker's reference clip; the windows are clustered into speakers off the
+    loop, named by the references, and merged into the transcript's segments."""
+    clips = {}
+    for speaker, data in references.items():  # decoded off the loop, each within the reference limit
+        clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
+    try:
+        result, windows, *ref_windows = await asyncio.gather(
+            _infer(triton, name, audio.samples, replace(options, word_timestamps=True), conversion),
+            triton.speaker_windows(settings.diarization_model, audio.samples),
+            *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
+    except ModelNotFound as exc:
+        if exc.message and settings.diarization_model in exc.message:
+            raise ServiceUnavailable(f"Diarization is unavailable: the speaker model "
+                                     f"'{settings.diarization_model}' is not loaded in Triton") from None
+        raise
+    named = {speaker: diarization.reference_embedding(w, speaker) for speaker, w in zip(clips, ref_windows)}
+    speakers = await anyio.to_thread.run_sync(partial(
+        diarization.find_speakers, windows, named, diarize, settings.diarization_threshold))
+    return diarization.assign(result, speakers)
 
 
 async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
