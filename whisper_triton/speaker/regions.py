@@ -22,7 +22,7 @@ class Window:
 
 
 def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: int = 300,
-                   pad_ms: int = 60) -> list[tuple[int, int]]:
+                   pad_ms: int = 150) -> list[tuple[int, int]]:
     """Speech as (start, end) samples, from the Silero VAD that ships with faster-whisper."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
