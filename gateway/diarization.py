@@ -125,13 +125,38 @@ def _runs(words: tuple[Word, ...], speakers: list[int | None]) -> list[tuple[int
     return runs
 
 
+MIN_PIECE_S = 0.6  # a turn that covers less of a segment than this does not split it (boundary jitter)
+
+
+def _estimated_words(segment: Segment, turns: list[clustering.Turn]) -> tuple[Word, ...] | None:
+    """Words with times spread over the segment in proportion to their length, when turns of more than one
+    speaker cover it (Whisper gives word times only when asked: they cost about as much again as the
+    transcription); ``None`` when one speaker has the whole segment."""
+    inside = [(max(t.start, segment.start), min(t.end, segment.end), t.speaker) for t in turns
+              if min(t.end, segment.end) - max(t.start, segment.start) >= MIN_PIECE_S]
+    if len({speaker for *_, speaker in inside}) < 2:
+        return None
+    pieces = re.findall(r"\s*\S+", segment.text)
+    if " " not in segment.text.strip():  # no spaces (Chinese, Japanese): one character at a time
+        pieces = list(segment.text)
+    total = sum(len(p.strip()) for p in pieces) or 1
+    words, done, span = [], 0, max(segment.end - segment.start, 0.0)
+    for piece in pieces:
+        start = segment.start + span * done / total
+        done += len(piece.strip())
+        words.append(Word(piece, start, segment.start + span * done / total))
+    return tuple(words)
+
+
 def assign(result: Transcription, speakers: Speakers) -> Transcription:
-    """Each segment labelled with its speaker; a segment whose words change speaker is split there."""
+    """Each segment labelled with its speaker; a segment whose words change speaker is split there
+    (at Whisper's word times when the request asked for them, else at times estimated from the text)."""
     segments: list[Segment] = []
     for segment in result.segments:
-        if segment.words:
-            per_word = [_speaker_at(w.start, w.end, speakers.turns) for w in segment.words]
-            runs = _runs(segment.words, per_word)
+        words = segment.words or _estimated_words(segment, speakers.turns)
+        if words:
+            per_word = [_speaker_at(w.start, w.end, speakers.turns) for w in words]
+            runs = _runs(words, per_word)
         else:
             runs = [(_speaker_at(segment.start, segment.end, speakers.turns), [])]
         for speaker, words in runs:
@@ -140,7 +165,8 @@ def assign(result: Transcription, speakers: Speakers) -> Transcription:
                 piece = replace(segment, speaker=label)
             else:
                 piece = replace(segment, start=words[0].start, end=words[-1].end, speaker=label, tokens=(),
-                                text="".join(w.word for w in words), words=tuple(words))
+                                text="".join(w.word for w in words),
+                                words=tuple(words) if segment.words else None)
             segments.append(replace(piece, id=len(segments)))
     return replace(result, segments=tuple(segments))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from typing import BinaryIO
 
@@ -65,15 +64,16 @@ async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: Tr
 async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
                     conversion: str, diarize: diarization.DiarizeOptions,
                     references: dict[str, bytes]) -> Transcription:
-    """The diarization step: Whisper (with word timestamps) and the speaker model run on the upload at
-    once, with each known speaker's reference clip; the windows are clustered into speakers off the
-    loop, named by the references, and merged into the transcript's segments."""
+    """The diarization step: Whisper and the speaker model run on the upload at once, with each known
+    speaker's reference clip; the windows are clustered into speakers off the loop, named by the
+    references, and merged into the transcript's segments (split at Whisper's word times when the
+    request asked for words; word times are not forced: they cost about as much again as the text)."""
     clips = {}
     for speaker, data in references.items():  # decoded off the loop, each within the reference limit
         clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
     try:
         result, windows, *ref_windows = await asyncio.gather(
-            _infer(triton, name, audio.samples, replace(options, word_timestamps=True), conversion),
+            _infer(triton, name, audio.samples, options, conversion),
             triton.speaker_windows(settings.diarization_model, audio.samples),
             *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
     except ModelNotFound as exc:

@@ -37,6 +37,20 @@ def test_a_stray_word_stays_with_its_neighbours():
     assert out.segments[0].tokens == (1, 2)  # not split: the segment is kept whole
 
 
+def test_without_word_times_the_split_is_estimated_from_the_text():
+    plain = Transcription("Hi there. Hello back.", "en", 3.0, (Segment(0, 0.0, 2.0, " Hi there. Hello back.", tokens=(1,)),))
+    out = diarization.assign(plain, TWO)
+    assert [(s.text, s.speaker, s.words) for s in out.segments] == [(" Hi there.", "A", None), (" Hello back.", "B", None)]
+    assert out.segments[0].start == 0.0 and out.segments[1].end == 2.0
+    assert out.segments[0].end == out.segments[1].start == pytest.approx(2.0 * 8 / 18)  # 8 of 18 letters
+    # a turn covering less than MIN_PIECE_S of a segment does not split it
+    short = diarization.Speakers([Turn(0.0, 1.7, 0), Turn(1.7, 2.0, 1)], ["A", "B"])
+    assert [(s.text, s.speaker) for s in diarization.assign(plain, short).segments] == [(" Hi there. Hello back.", "A")]
+    chinese = Transcription("你好再見", "zh", 2.0, (Segment(0, 0.0, 2.0, "你好再見"),))
+    split = diarization.assign(chinese, diarization.Speakers([Turn(0.0, 1.0, 0), Turn(1.0, 2.0, 1)], ["A", "B"]))
+    assert [(s.text, s.speaker) for s in split.segments] == [("你好", "A"), ("再見", "B")]
+
+
 def test_words_outside_every_turn_take_the_nearest():
     out = diarization.assign(RESULT, diarization.Speakers([Turn(5.0, 6.0, 0)], ["A"]))
     assert {s.speaker for s in out.segments} == {"A"}
@@ -133,7 +147,7 @@ def test_diarized_json_route_calls_both_models(api):
     r = client.post(URL, files={"file": ("a.wav", wav(3.0))}, data={"response_format": "diarized_json"})
     assert r.status_code == 200, r.text
     assert [s["speaker"] for s in r.json()["segments"]] == ["A", "B", "B"]
-    assert fake.calls[-1][2].word_timestamps is True  # words are needed to split at a change of speaker
+    assert fake.calls[-1][2].word_timestamps is False  # not forced: word times cost as much again as the text
     assert fake.speaker_calls == [("speaker", 48000)]
 
 

@@ -13,9 +13,10 @@ from . import encoder, regions
 @dataclass(frozen=True)
 class SpeakerConfig:
     step_s: float = 0.8  # between two windows' starts inside a speech region
-    vad_threshold: float = 0.5
+    vad_threshold: float = 0.35
     max_windows: int = 128  # windows per encoder call
     max_audio_s: float = 4 * 3600.0
+    cpu_threads: int = 1  # BLAS threads of the encoder (Whisper's instances keep the other cores)
 
     @classmethod
     def from_parameters(cls, parameters: dict) -> "SpeakerConfig":
@@ -24,13 +25,13 @@ class SpeakerConfig:
             text = raw.get("string_value", "") if isinstance(raw, dict) else str(raw)
             if key in ("step_s", "vad_threshold", "max_audio_s"):
                 values[key] = float(text)
-            elif key == "max_windows":
+            elif key in ("max_windows", "cpu_threads"):
                 values[key] = int(text)
         config = cls(**values)
         if not 0.1 <= config.step_s <= 1.6:
             raise ValueError(f"parameter 'step_s' must be within 0.1..1.6 s, got {config.step_s}")
-        if config.max_windows < 1:
-            raise ValueError("parameter 'max_windows' must be at least 1")
+        if config.max_windows < 1 or config.cpu_threads < 1:
+            raise ValueError("parameters 'max_windows' and 'cpu_threads' must be at least 1")
         return config
 
 
@@ -76,8 +77,11 @@ class SpeakerEmbedder:
                   for m, (_, w, _) in zip(mels, planned)]
         allw = np.concatenate(stacks) if stacks else np.zeros((0, encoder.WINDOW_FRAMES, encoder.N_MELS))
         out = np.zeros((len(allw), 256), np.float32)
-        for s in range(0, len(allw), self.config.max_windows):
-            out[s:s + self.config.max_windows] = self.encoder.embed(allw[s:s + self.config.max_windows])
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.config.cpu_threads, user_api="blas"):
+            for s in range(0, len(allw), self.config.max_windows):
+                out[s:s + self.config.max_windows] = self.encoder.embed(allw[s:s + self.config.max_windows])
         results, offset = [], 0
         for (_, windows, region_ids) in planned:
             n = len(windows)
