@@ -41,6 +41,8 @@ def options_for(*, language: str | None = None, task: str = "transcribe", prompt
 async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:
     """The model's name (checked) and the upload's sound (decoded off the loop; silent or empty refused)."""
     name = settings.resolve_model(model)
+    if name == settings.diarization_model:  # the speaker model does not transcribe
+        raise ModelNotFound(f"The model '{name}' is not a transcription model", param="model")
     return name, media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
 
 
@@ -102,6 +104,11 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
     async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
         yield result
+
+
+async def transcription_models(triton: TritonClient, settings: Settings) -> list[str]:
+    """The ready Triton models that transcribe (all but the speaker model)."""
+    return [m for m in await triton.ready_models() if m != settings.diarization_model]
 
 
 async def health(triton: TritonClient, settings: Settings) -> tuple[bool, dict[str, object]]:

@@ -100,7 +100,8 @@ async def transcribe_binary(
 
 @router.get("/models", dependencies=[Authenticated])
 async def legacy_models(settings: SettingsDep, triton: TritonDep) -> dict[str, Any]:
-    return {"success": True, "models": await triton.ready_models(), "default": settings.default_model}
+    return {"success": True, "models": await service.transcription_models(triton, settings),
+            "default": settings.default_model}
 
 
 @router.post("/stt/transcribe/", dependencies=[Authenticated, InFlightSlot])

@@ -182,7 +182,7 @@ def _model_card(name: str) -> dict[str, object]:
 
 
 async def _model_ids(settings: SettingsDep, triton: TritonDep) -> list[str]:
-    ready = await triton.ready_models()
+    ready = await service.transcription_models(triton, settings)
     return ready + ([MODEL_ALIAS] if settings.default_model in ready else [])
 
 

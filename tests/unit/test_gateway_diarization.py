@@ -193,3 +193,15 @@ def test_legacy_diarize(api):
     assert body["speakers"] == ["A", "B"] and [s["speaker"] for s in body["segments"]] == ["A", "B", "B"]
     plain = client.post("/transcribe/file", files={"file": ("a.wav", wav(3.0))}).json()
     assert "speakers" not in plain and "segments" not in plain
+
+
+def test_the_speaker_model_is_no_transcription_model(api):
+    client, fake = api
+
+    async def ready():
+        return ["speaker", "whisper", "whisper-tiny-en"]
+    fake.ready_models = ready
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["whisper", "whisper-tiny-en", "whisper-1"]
+    assert client.get("/models").json()["models"] == ["whisper", "whisper-tiny-en"]
+    r = client.post(URL, files={"file": ("a.wav", wav())}, data={"model": "speaker"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
