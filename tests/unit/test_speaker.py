@@ -135,6 +135,14 @@ def test_cluster_finds_the_speaker_count(counts):
     assert np.array_equal(labels, truth)  # numbered by first appearance, as the truth is
 
 
+def test_a_long_recording_is_agglomerated_in_groups():
+    emb, truth = speakers([1500, 900, 600], noise=0.5)
+    order = np.random.default_rng(1).permutation(len(emb))  # speakers take turns, not blocks
+    labels = clustering.cluster(emb[order])
+    assert labels.max() + 1 == 3
+    assert (labels == clustering._relabel(truth[order])).mean() > 0.99
+
+
 def test_bounds_on_the_speaker_count():
     emb, _ = speakers([20, 20, 20])
     assert clustering.cluster(emb, max_speakers=2).max() + 1 == 2

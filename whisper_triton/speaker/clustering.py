@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 THRESHOLD = 0.60  # average cosine similarity above which two clusters are one speaker (benchmarks/diarization.py)
+MAX_GROUPS = 1000  # windows (13 min of speech, a window every 0.8 s) agglomerated one by one; past it, groups
 MIN_SIZE = 3  # windows; smaller clusters are absorbed by the nearest speaker
 NAME_THRESHOLD = 0.70  # a reference names a cluster only when their centroids are at least this alike
 
@@ -31,12 +32,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _agglomerate(emb: np.ndarray, threshold: float, min_k: int, max_k: int) -> np.ndarray:
-    n = len(emb)
-    sim = emb @ emb.T
+def _agglomerate(means: np.ndarray, sizes: np.ndarray, threshold: float, min_k: int, max_k: int) -> np.ndarray:
+    """Average linkage on cosine similarity. ``means``: the mean unit vector of each starting group, so
+    that ``means @ means.T`` is the average similarity between two groups' windows (exact, whatever the
+    grouping); ``sizes``: the windows in each group. Returns the cluster (a starting group's index) of each group."""
+    n = len(means)
+    sim = means @ means.T
     np.fill_diagonal(sim, -np.inf)
-    sizes = np.ones(n)
-    alive = np.ones(n, dtype=bool)
+    sizes = sizes.astype(np.float64).copy()
     members = np.arange(n)
     k = n
     while k > min_k:
@@ -44,15 +47,27 @@ def _agglomerate(emb: np.ndarray, threshold: float, min_k: int, max_k: int) -> n
         a, b = divmod(flat, n)
         if sim[a, b] < threshold and k <= max_k:
             break
-        merged = (sizes[a] * sim[a] + sizes[b] * sim[b]) / (sizes[a] + sizes[b])  # average linkage
+        merged = (sizes[a] * sim[a] + sizes[b] * sim[b]) / (sizes[a] + sizes[b])  # Lance-Williams, average
         sim[a], sim[:, a] = merged, merged
         sim[a, a] = -np.inf
         sim[b], sim[:, b] = -np.inf, -np.inf
         sizes[a] += sizes[b]
-        alive[b] = False
         members[members == b] = a
         k -= 1
     return members
+
+
+def _groups(emb: np.ndarray, count: int, rounds: int = 6) -> np.ndarray:
+    """``count`` small groups of similar windows (spherical k-means from windows spread over time), so
+    that a long recording's agglomeration starts from ``count`` groups instead of every window."""
+    centres = emb[np.linspace(0, len(emb) - 1, count).astype(int)]
+    for _ in range(rounds):
+        assign = np.argmax(emb @ centres.T, axis=1)
+        for g in range(count):
+            member = emb[assign == g]
+            if len(member):
+                centres[g] = _unit(member.mean(axis=0))
+    return np.unique(np.argmax(emb @ centres.T, axis=1), return_inverse=True)[1]
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -78,7 +93,14 @@ def cluster(embeddings: np.ndarray, *, threshold: float = THRESHOLD, min_speaker
         return np.zeros(0, dtype=np.int64)
     min_k = max(1, min(min_speakers, n))
     max_k = max(min_k, min(max_speakers, n))
-    labels = _relabel(_agglomerate(emb, threshold, min_k, max_k))
+    if n > MAX_GROUPS:  # a long recording: agglomerate groups of similar windows, not single windows
+        group = _groups(emb, MAX_GROUPS)
+    else:
+        group = np.arange(n)
+    counts = np.bincount(group)
+    means = np.stack([emb[group == g].mean(axis=0) for g in range(len(counts))])
+    low = min(min_k, len(counts))
+    labels = _relabel(_agglomerate(means, counts, threshold, low, max(low, min(max_k, len(counts))))[group])
     labels = _absorb_small(emb, labels, min_size, min_k)
     for _ in range(rounds):
         moved = _relabel(np.argmax(emb @ centroids(emb, labels).T, axis=1))
