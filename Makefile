@@ -28,7 +28,6 @@ system-deps:
 
 weights: venv
 	$(BIN)/python -m whisper_triton.weights provision
-	$(BIN)/python -m whisper_triton.speaker.weights provision
 
 serve: venv weights
 	$(BIN)/python -m whisper_triton.server serve

