@@ -112,7 +112,7 @@ def _union(turns: list[tuple[float, float, str]]) -> float:
     return total
 
 
-def latency(url: str, conv, repeats: int) -> dict:
+def latency(url: str, triton_url: str, conv, repeats: int) -> dict:
     wav = encode_wav(conv.audio)
     plain, diarized = [], []
     with httpx.Client(base_url=url, timeout=1800) as http:
@@ -124,12 +124,15 @@ def latency(url: str, conv, repeats: int) -> dict:
                 r.raise_for_status()
                 sink.append(time.perf_counter() - start)
                 log(f"10-min {fmt}: {sink[-1]:.1f} s")
-            speakers = {s["speaker"] for s in r.json()["segments"]}
+            segments = r.json()["segments"]
+    speakers = {s["speaker"] for s in segments}
+    scored = der(conv.reference, [(s["start"], s["end"], s["speaker"]) for s in segments])
     p, d = statistics.median(plain), statistics.median(diarized)
     return {"audio_s": round(conv.duration, 1), "plain_s": [round(x, 2) for x in plain],
             "diarized_s": [round(x, 2) for x in diarized], "plain_median_s": round(p, 2),
             "diarized_median_s": round(d, 2), "added_s": round(d - p, 2), "added_pct": round(100 * (d - p) / p, 1),
-            "speakers_found": len(speakers), "speakers_true": len(conv.speakers)}
+            "speakers_found": len(speakers), "speakers_true": len(conv.speakers), "der_segments": round(scored.der, 4),
+            "speaker_model_s": round(window_turns(triton_url, conv.audio)[1], 2)}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -158,7 +161,8 @@ def report(out: Path, summary: dict) -> None:
              f"## DER per number of speakers ({summary['per_count']} conversations of about "
              f"{summary['seconds']:.0f} s each; collar 0.25 s, overlaps scored)", "",
              "DER (windows): the speaker turns clustered from the speaker model's windows. DER (segments): the "
-             "`diarized_json` segments as the client gets them (Whisper's segment edges, split at word timestamps).", "",
+             "`diarized_json` segments as the client gets them (Whisper's segment edges, split where the speaker "
+             "changes at times estimated from the text).", "",
              "| speakers | DER (windows) | missed | false alarm | confusion | DER (segments) | count right (windows / segments) |",
              "|---|---|---|---|---|---|---|"]
     for s in summary["by_count"]:
@@ -180,7 +184,8 @@ def report(out: Path, summary: dict) -> None:
                   f"| `json` | {', '.join(f'{x} s' for x in lat['plain_s'])} | {lat['plain_median_s']} s |",
                   f"| `diarized_json` | {', '.join(f'{x} s' for x in lat['diarized_s'])} | {lat['diarized_median_s']} s |",
                   "", f"Added: **{lat['added_s']} s ({lat['added_pct']:+.1f}%)**; speakers found "
-                  f"{lat['speakers_found']} of {lat['speakers_true']}. Whisper and the speaker model run at once "
+                  f"{lat['speakers_found']} of {lat['speakers_true']}, DER (segments) {100 * lat['der_segments']:.1f}%; "
+                  f"the speaker model alone: {lat['speaker_model_s']} s. Whisper and the speaker model run at once "
                   "(one upload goes to one Whisper instance, one core; the speaker model uses the other)."]
     lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in summary["settings"].items()), ""]
     (out / "report.md").write_text("\n".join(lines))
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             names = sorted(files)
             who = [str(s) for s in np.random.default_rng(args.seed + 7).choice(names, size=4, replace=False)]
             long = conversations.build(who, files, seconds=args.long_seconds, seed=args.seed + 7)
-            lat = latency(url, long, args.repeats)
+            lat = latency(url, triton.grpc_url, long, args.repeats)
     defaults = Settings(_env_file=None)
     summary = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_description(),
                "per_count": args.per_count, "seconds": args.seconds, "by_count": summarise(rows), "rows": rows,

@@ -2,7 +2,8 @@
 
 ``cluster``: average-linkage agglomerative clustering on cosine similarity, merging while the two
 closest clusters are more alike than ``threshold`` (so the number of speakers is found, one included),
-bounded by ``min_speakers``/``max_speakers``; then each window is moved to its nearest centroid (a few
+bounded by ``min_speakers``/``max_speakers``; clusters too small to be a speaker (a cough, a laugh, a
+few stray windows) join the nearest one; then each window is moved to its nearest centroid (a few
 rounds), which undoes chaining, and a window whose neighbours in the same region both disagree with it
 takes their label. Labels are numbered by first appearance.
 """
@@ -16,7 +17,8 @@ import numpy as np
 
 THRESHOLD = 0.60  # average cosine similarity above which two clusters are one speaker (benchmarks/diarization.py)
 MAX_GROUPS = 1000  # windows (13 min of speech, a window every 0.8 s) agglomerated one by one; past it, groups
-MIN_SIZE = 3  # windows; smaller clusters are absorbed by the nearest speaker
+MIN_SIZE = 3  # windows; smaller clusters are absorbed by the nearest speaker ...
+MIN_SHARE = 0.03  # ... and so are clusters under this share of all windows (10 min: 19 s of speech)
 NAME_THRESHOLD = 0.70  # a reference names a cluster only when their centroids are at least this alike
 
 
@@ -84,13 +86,16 @@ def centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def cluster(embeddings: np.ndarray, *, threshold: float = THRESHOLD, min_speakers: int = 1,
             max_speakers: int = 8, regions: np.ndarray | None = None, rounds: int = 3,
-            min_size: int = MIN_SIZE) -> np.ndarray:
+            min_size: int | None = None) -> np.ndarray:
     """One speaker index per window (0, 1, ... by first appearance). ``regions``: the speech region of
-    each window (same value = same region, in time order), for the neighbour smoothing."""
+    each window (same value = same region, in time order), for the neighbour smoothing. ``min_size``:
+    the fewest windows a speaker may have (default: ``MIN_SIZE``, or ``MIN_SHARE`` of all windows)."""
     emb = _unit(embeddings)
     n = len(emb)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if min_size is None:
+        min_size = max(MIN_SIZE, int(np.ceil(MIN_SHARE * n)))
     min_k = max(1, min(min_speakers, n))
     max_k = max(min_k, min(max_speakers, n))
     if n > MAX_GROUPS:  # a long recording: agglomerate groups of similar windows, not single windows
