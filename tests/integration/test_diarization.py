@@ -28,7 +28,7 @@ SEQUENCE = [("ls1089", "en/1089-134686-0000.wav"), ("ls1221", "en/1221-135766-00
 REFERENCES = {"alice": "en/1089-134686-0001.wav", "bob": "en/1221-135766-0000.flac"}
 # benchmarks/diarization.py measured a mean DER of 2-8% per speaker count (segments: 4-7%), single
 # conversations up to 10% when the count is right; 0.15 is the issue's bound and leaves room for
-# Whisper's segment edges. This conversation scores about 5%.
+# Whisper's segment edges.
 DER_BOUND = 0.15
 
 
