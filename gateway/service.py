@@ -63,6 +63,18 @@ async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: Tr
     return await _infer(triton, name, audio.samples, options, conversion)
 
 
+async def _together(*calls):
+    """The calls' results, run at once; if one fails, the others are cancelled (not left running in Triton)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
                     conversion: str, diarize: diarization.DiarizeOptions,
                     references: dict[str, bytes]) -> Transcription:
@@ -74,7 +86,7 @@ async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: 
     for speaker, data in references.items():  # decoded off the loop, each within the reference limit
         clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
     try:
-        result, windows, *ref_windows = await asyncio.gather(
+        result, windows, *ref_windows = await _together(
             _infer(triton, name, audio.samples, options, conversion),
             triton.speaker_windows(settings.diarization_model, audio.samples),
             *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))

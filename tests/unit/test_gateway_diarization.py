@@ -205,3 +205,23 @@ def test_the_speaker_model_is_no_transcription_model(api):
     assert client.get("/models").json()["models"] == ["whisper", "whisper-tiny-en"]
     r = client.post(URL, files={"file": ("a.wav", wav())}, data={"model": "speaker"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_failed_transcription_cancels_the_speaker_call(api):
+    client, fake = api
+    import asyncio as aio
+    cancelled = []
+
+    async def slow(model, audio):
+        try:
+            await aio.sleep(30)
+        except aio.CancelledError:
+            cancelled.append(model)
+            raise
+
+    async def busy(model, audio, options):
+        from gateway.errors import TooManyRequests
+        raise TooManyRequests("The model is busy (queue full); retry shortly", headers={"Retry-After": "2"})
+    fake.speaker_windows, fake.transcribe = slow, busy
+    r = client.post(URL, files={"file": ("a.wav", wav())}, data={"response_format": "diarized_json"})
+    assert r.status_code == 429 and cancelled == ["speaker"]
