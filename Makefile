@@ -58,6 +58,12 @@ bench-stream: venv weights
 bench-jobs: system-deps venv weights
 	$(BIN)/python -m benchmarks.jobs $(JOBS_BENCH_ARGS)
 
+# DER per number of speakers, speaker-count accuracy and the latency diarization adds (DIARIZE_BENCH_ARGS).
+.PHONY: bench-diarize
+bench-diarize: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.diarization $(DIARIZE_BENCH_ARGS)
+
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 
+    # Diarization (response_format=diarized_json, diarize=true): the speaker model in Triton, the
+    # clustering threshold for its embeddings (0.60 for the bundled GE2E; benchmarks/diarization.py),
+    # the most speakers a request may ask for, and its known-speaker reference clips.
+    diarization_model: str = "speaker"
+    diarization_threshold: float = Field(0.60, gt=0, lt=1)
+    max_speakers: int = Field(8, ge=1, le=32)
+    max_speaker_references: int = Field(4, ge=0)
+    max_reference_seconds: float = Field(10.0, gt=0)
+
     # Live streaming (/v1/stream, WebSocket): LocalAgreement-2 over a growing buffer.
     max_streams: int = Field(16, ge=1)  # concurrent streams per gateway; more are closed with 1013
     stream_step_s: float = Field(1.0, ge=0.1)  # new audio between two decodes of a stream's buffer

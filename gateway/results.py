@@ -39,6 +39,7 @@ class Segment:
     temperature: float = 0.0
     tokens: tuple[int, ...] = ()
     words: tuple[Word, ...] | None = None
+    speaker: str | None = None  # set by diarization (gateway.diarization)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], index: int) -> "Segment":
@@ -69,6 +70,11 @@ class Transcription:
     segments: tuple[Segment, ...] = field(default_factory=tuple)
     task: str = "transcribe"
     model: str = ""
+
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers of the segments, in order of first appearance (empty unless diarized)."""
+        return list(dict.fromkeys(s.speaker for s in self.segments if s.speaker))
 
     @property
     def words(self) -> list[Word]:

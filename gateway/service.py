@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import BinaryIO
 
+import anyio
 import anyio.to_thread
 
-from gateway import chinese, chunks, media, metrics
+from gateway import chinese, chunks, diarization, media, metrics
 from gateway.config import Settings
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.languages import normalize
 from gateway.results import Options, Transcription
 from gateway.triton import TritonClient
@@ -47,6 +49,8 @@ def decode_checked(source: bytes | BinaryIO, *, max_seconds: float) -> media.Aud
 async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:
     """The model's name (checked) and the upload's sound (decoded off the loop; silent or empty refused)."""
     name = settings.resolve_model(model)
+    if name == settings.diarization_model:  # the speaker model does not transcribe
+        raise ModelNotFound(f"The model '{name}' is not a transcription model", param="model")
     return name, await anyio.to_thread.run_sync(partial(decode_checked, source, max_seconds=settings.max_audio_seconds))
 
 
@@ -58,9 +62,51 @@ async def infer(triton: TritonClient, name: str, samples, options: Options, conv
 
 
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
-                     options: Options, conversion: str) -> Transcription:
+                     options: Options, conversion: str, diarize: diarization.DiarizeOptions | None = None,
+                     references: dict[str, bytes] | None = None) -> Transcription:
+    """One upload transcribed; with ``diarize``, with a speaker on every segment (see ``_diarized``)."""
     name, audio = await _decoded(source, settings, model)
+    if diarize is not None:
+        return await _diarized(triton, settings, name, audio, options, conversion, diarize, references or {})
     return await infer(triton, name, audio.samples, options, conversion)
+
+
+async def _together(*calls):
+    """The calls' results, run at once; if one fails, the others are cancelled (not left running in Triton)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+                    conversion: str, diarize: diarization.DiarizeOptions,
+                    references: dict[str, bytes]) -> Transcription:
+    """The diarization step: Whisper and the speaker model run on the upload at once, with each known
+    speaker's reference clip; the windows are clustered into speakers off the loop, named by the
+    references, and merged into the transcript's segments (split at Whisper's word times when the
+    request asked for words; word times are not forced: they cost about as much again as the text)."""
+    clips = {}
+    for speaker, data in references.items():  # decoded off the loop, each within the reference limit
+        clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
+    try:
+        result, windows, *ref_windows = await _together(
+            infer(triton, name, audio.samples, options, conversion),
+            triton.speaker_windows(settings.diarization_model, audio.samples),
+            *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
+    except ModelNotFound as exc:
+        if exc.message and settings.diarization_model in exc.message:
+            raise ServiceUnavailable(f"Diarization is unavailable: the speaker model "
+                                     f"'{settings.diarization_model}' is not loaded in Triton") from None
+        raise
+    named = {speaker: diarization.reference_embedding(w, speaker) for speaker, w in zip(clips, ref_windows)}
+    speakers = await anyio.to_thread.run_sync(partial(
+        diarization.find_speakers, windows, named, diarize, settings.diarization_threshold))
+    return diarization.assign(result, speakers)
 
 
 async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
@@ -78,6 +124,11 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
     async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
         yield result
+
+
+async def transcription_models(triton: TritonClient, settings: Settings) -> list[str]:
+    """The ready Triton models that transcribe (all but the speaker model)."""
+    return [m for m in await triton.ready_models() if m != settings.diarization_model]
 
 
 async def health(triton: TritonClient, settings: Settings) -> tuple[bool, dict[str, object]]:

@@ -1,4 +1,5 @@
-"""The only module that touches tritonclient: a small async wrapper over one shared gRPC channel.
+"""The only module that touches tritonclient: a small async wrapper over one shared gRPC channel,
+for the Whisper models (``transcribe``) and the speaker model (``speaker_windows``).
 
 Every request carries all eight inputs (defaults included), because Triton's dynamic batcher only
 batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -21,6 +23,16 @@ from gateway.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnava
 from gateway.results import Options, Segment, Transcription
 
 OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
+
+
+@dataclass(frozen=True)
+class SpeakerWindows:
+    """The speaker model's answer: one row per 1.6 s window of speech."""
+
+    embeddings: np.ndarray  # [n, dim] unit vectors
+    spans: np.ndarray  # [n, 2] seconds of speech each window stands for
+    regions: np.ndarray  # [n] speech region of each window
 
 
 def _bytes_input(name: str, value: str) -> InferInput:
@@ -128,6 +140,24 @@ class TritonClient:
         await self._client.close()
 
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        # the inputs are serialised only once a slot is free: a waiting request holds one copy
+        result = await self._infer(model, lambda: build_inputs(audio, options), OUTPUTS)
+        return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
+
+    async def speaker_windows(self, model: str, audio: np.ndarray) -> SpeakerWindows:
+        """The speaker model's windows of ``audio``: embeddings, the speech span of each, its region."""
+        def inputs() -> list[InferInput]:
+            samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+            tensor = InferInput("AUDIO", list(samples.shape), "FP32")
+            tensor.set_data_from_numpy(samples)
+            return [tensor]
+
+        result = await self._infer(model, inputs, SPEAKER_OUTPUTS)
+        return SpeakerWindows(embeddings=result.as_numpy("EMBEDDINGS")[0], spans=result.as_numpy("SPANS")[0],
+                              regions=result.as_numpy("REGIONS")[0])
+
+    async def _infer(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...]) -> Any:
+        """One inference call, holding one of the ``max_concurrency`` slots while it is at Triton."""
         self.waiting += 1
         metrics.TRITON_WAITING.inc()
         try:
@@ -139,10 +169,10 @@ class TritonClient:
         metrics.TRITON_ACTIVE.inc()
         start = time.perf_counter()
         try:
-            result = await self._client.infer(
+            return await self._client.infer(
                 model,
-                build_inputs(audio, options),  # serialised only now: a waiting request holds one copy
-                outputs=[InferRequestedOutput(name) for name in OUTPUTS],
+                inputs(),
+                outputs=[InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
@@ -152,7 +182,6 @@ class TritonClient:
             self.active -= 1
             metrics.TRITON_ACTIVE.dec()
             metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - start)
-        return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""

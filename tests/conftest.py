@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 
-MODELS = ["whisper", "whisper-tiny-en"]
+MODELS = ["whisper", "whisper-tiny-en", "speaker"]
 
 
 @pytest.fixture(scope="session", autouse=True)
