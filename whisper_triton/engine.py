@@ -324,7 +324,6 @@ class WhisperEngine:
 
     def _decode_batch(self, batch: list[_Job], n_frames: int, beam_size: int, temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
-        full_context = n_frames == FULL_CONTEXT_FRAMES
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
         for job in batch:
@@ -345,10 +344,10 @@ class WhisperEngine:
             tokenizer = self.tokenizer(job.language, job.task)
             suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
             prompts.append(build_prompt(tokenizer, job.prompt_tokens))
-        # The first pass decodes under a budget per second of audio; a retry gets the model's full length.
-        max_length = self.model.max_length
-        if not full_context:
-            max_length = token_budget(longest, self.config.max_tokens_per_s, max(len(p) for p in prompts), max_length)
+        # Every pass decodes under a budget per second of audio: real speech stays far below it, and a window
+        # that runs into it has collapsed into a loop (which would otherwise run on to 448 tokens, beam by
+        # beam and sample by sample, at every fallback temperature).
+        max_length = token_budget(longest, self.config.max_tokens_per_s, max(len(p) for p in prompts), self.model.max_length)
         sampling = {"beam_size": beam_size, "patience": 1.0}
         if temperature > 0:
             sampling = {"beam_size": 1, "num_hypotheses": self.config.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
