@@ -81,6 +81,24 @@ def reference_embedding(windows: SpeakerWindows, name: str) -> np.ndarray:
     return mean / max(np.linalg.norm(mean), 1e-12)
 
 
+def on_timeline(windows: SpeakerWindows, start_s: float) -> SpeakerWindows:
+    """A piece's windows for the whole file: spans moved to the piece's place (``start_s`` seconds in)."""
+    return SpeakerWindows(windows.embeddings, np.asarray(windows.spans, dtype=np.float64) + start_s, windows.regions)
+
+
+def joined(parts: list[SpeakerWindows]) -> SpeakerWindows:
+    """The windows of consecutive pieces as one file's (regions numbered apart: no region spans two pieces)."""
+    parts = [p for p in parts if len(p.embeddings)]
+    if not parts:
+        return SpeakerWindows(np.zeros((0, 0), np.float32), np.zeros((0, 2)), np.zeros(0, np.int64))
+    regions, offset = [], 0
+    for p in parts:
+        regions.append(np.asarray(p.regions, dtype=np.int64) + offset)
+        offset = int(regions[-1].max()) + 1
+    return SpeakerWindows(np.concatenate([p.embeddings for p in parts]), np.concatenate([p.spans for p in parts]),
+                          np.concatenate(regions))
+
+
 def find_speakers(windows: SpeakerWindows, references: dict[str, np.ndarray], options: DiarizeOptions,
                   threshold: float) -> Speakers:
     """Cluster the windows (CPU work: run it in a thread) into turns, and label each speaker."""

@@ -59,6 +59,7 @@ class Segment:
                      float(w.get("probability", 0.0)))
                 for w in words
             ),
+            speaker=data.get("speaker") or None,
         )
 
 

@@ -71,7 +71,7 @@ async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: Tr
     return await infer(triton, name, audio.samples, options, conversion)
 
 
-async def _together(*calls):
+async def together(*calls):
     """The calls' results, run at once; if one fails, the others are cancelled (not left running in Triton)."""
     tasks = [asyncio.ensure_future(call) for call in calls]
     try:
@@ -94,7 +94,7 @@ async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: 
     for speaker, data in references.items():  # decoded off the loop, each within the reference limit
         clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
     try:
-        result, windows, *ref_windows = await _together(
+        result, windows, *ref_windows = await together(
             infer(triton, name, audio.samples, options, conversion),
             triton.speaker_windows(settings.diarization_model, audio.samples),
             *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 from gateway.chunks import split_chunks
 from gateway.config import Settings
+from gateway.diarization import DiarizeOptions
 from gateway.errors import APIError, InvalidRequest
 from gateway.jobs.models import ACTIVE, Job, JobNotFinished, JobNotFound, JobsUnavailable, valid_id
 from gateway.jobs.runner import JobRunner, in_thread
@@ -83,7 +84,8 @@ class Jobs:
                                  timeout_s=s.webhook_timeout_s, retry_s=s.webhook_retry_s, max_age_s=s.webhook_max_age_s)
             self.sender.start()
         self.runner = JobRunner(self.store, self.triton, workers=s.job_workers, max_attempts=s.job_max_attempts,
-                                lease_s=s.job_lease_s, on_end=self.sender.wake if self.sender else None)
+                                lease_s=s.job_lease_s, on_end=self.sender.wake if self.sender else None,
+                                speaker_model=s.diarization_model, speaker_threshold=s.diarization_threshold)
         self.runner.start()
         log.info("jobs: %r (workers=%d, chunk=%gs, lease=%gs, webhooks %s)", self.store, s.job_workers,
                  s.job_chunk_seconds, s.job_lease_s, "on" if self.sender else "off (no GATEWAY_WEBHOOK_SECRET)")
@@ -113,7 +115,7 @@ class Jobs:
 
     async def submit(self, source: BinaryIO, *, model: str, options: Options, conversion: str, words: bool,
                      client: str = "", callback_url: str | None = None,
-                     callback_metadata: dict[str, Any] | None = None) -> Job:
+                     callback_metadata: dict[str, Any] | None = None, diarize: DiarizeOptions | None = None) -> Job:
         self._store()
         if callback_url is not None:
             if self.settings.webhook_secret is None:
@@ -127,7 +129,7 @@ class Jobs:
         async with self._submits:
             job = await in_thread(self._prepare, source, model=model, options=options, conversion=conversion,
                                   words=words, client=client, callback_url=callback_url,
-                                  callback_metadata=callback_metadata, limits=limits)
+                                  callback_metadata=callback_metadata, limits=limits, diarize=diarize)
         if self.runner is not None:
             self.runner.wake()
         return job

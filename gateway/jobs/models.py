@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from gateway.diarization import DiarizeOptions
 from gateway.errors import APIError, ServiceUnavailable, TooManyRequests
 from gateway.results import Options, Segment, Transcription
+from gateway.triton import SpeakerWindows
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -75,6 +80,23 @@ def load_result(text: str) -> Transcription:
     return result_from_dict(json.loads(text))
 
 
+def dump_windows(windows: SpeakerWindows) -> str:
+    """A chunk's speaker windows as JSON (embeddings as base64 float32: a quarter of their size as numbers)."""
+    embeddings = np.ascontiguousarray(windows.embeddings, dtype="<f4")
+    return json.dumps({"dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+                       "embeddings": base64.b64encode(embeddings.tobytes()).decode(),
+                       "spans": np.asarray(windows.spans, dtype=np.float64).tolist(),
+                       "regions": np.asarray(windows.regions, dtype=np.int64).tolist()})
+
+
+def load_windows(text: str) -> SpeakerWindows:
+    data = json.loads(text)
+    embeddings = np.frombuffer(base64.b64decode(data["embeddings"]), dtype="<f4").astype(np.float32)
+    return SpeakerWindows(embeddings.reshape(-1, data["dim"]) if data["dim"] else embeddings.reshape(0, 0),
+                          np.asarray(data["spans"], dtype=np.float64).reshape(-1, 2),
+                          np.asarray(data["regions"], dtype=np.int64))
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -101,6 +123,7 @@ class Job:
     callback_metadata: dict[str, Any] | None = None
     lease: str | None = None  # the current claim's token: only its holder may commit chunks
     runner: str | None = None  # host:pid of the process that claimed it last
+    diarize: DiarizeOptions | None = None  # speakers wanted: each chunk's speaker windows kept, clustered at the end
 
     @property
     def chunk_count(self) -> int:
@@ -108,7 +131,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Job":
-        metadata = row["callback_metadata"]
+        metadata, diarize = row["callback_metadata"], row["diarize"]
         return cls(
             id=row["id"], status=row["status"], created_at=row["created_at"], updated_at=row["updated_at"],
             finished_at=row["finished_at"], model=row["model"], options=Options(**json.loads(row["options"])),
@@ -119,6 +142,7 @@ class Job:
             error=json.loads(row["error"]) if row["error"] else None, last_error=row["last_error"],
             client=row["client"], audio_bytes=row["audio_bytes"], callback_url=row["callback_url"],
             callback_metadata=json.loads(metadata) if metadata else None, lease=row["lease"], runner=row["runner"],
+            diarize=DiarizeOptions(**json.loads(diarize)) if diarize else None,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -70,6 +70,11 @@ MIGRATIONS = (
         attempts integer NOT NULL DEFAULT 0, last_error text);
     CREATE INDEX webhooks_by_next ON webhooks (next_at)
     """,
+    # 2: diarization: the job's speaker options, each chunk's speaker windows.
+    """
+    ALTER TABLE jobs ADD COLUMN diarize text;
+    ALTER TABLE chunk_results ADD COLUMN speakers text
+    """,
 )
 
 

@@ -25,18 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
 
-from gateway import service
+from gateway import diarization, service
 from gateway.chunks import merge, on_timeline
 from gateway.errors import APIError, ServiceUnavailable, TooManyRequests
 from gateway.jobs.models import Job, JobGone, error_dict
 from gateway.jobs.store import SAMPLE_RATE, JobStore
+from gateway.results import Transcription
+from gateway.triton import SpeakerWindows
 
 log = logging.getLogger("gateway.jobs")
 
@@ -52,7 +54,8 @@ class JobRunner:
 
     def __init__(self, store: JobStore, triton: Any, *, workers: int = 1, max_attempts: int = 3,
                  poll_s: float = 1.0, backoff_s: tuple[float, float] = (1.0, 30.0), lease_s: float = 60.0,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None, speaker_model: str = "speaker",
+                 speaker_threshold: float = 0.60) -> None:
         self.store = store
         self.triton = triton
         self.workers = workers
@@ -61,6 +64,8 @@ class JobRunner:
         self.backoff_s = backoff_s
         self.lease_s = lease_s
         self.on_end = on_end or (lambda: None)
+        self.speaker_model = speaker_model  # diarized jobs: the speaker model and its clustering threshold
+        self.speaker_threshold = speaker_threshold
         self._wake = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
@@ -199,19 +204,41 @@ class JobRunner:
         for idx in range(job.chunks_done, job.chunk_count):
             start, end = job.chunks[idx]
             piece = await in_thread(self.store.chunk_audio, job, idx)
-            result = on_timeline(await self._infer(job, piece), (start, end))
-            await in_thread(self.store.save_chunk, job, idx, result, end / SAMPLE_RATE, self.lease_s)
+            result, windows = await self._chunk(job, piece)
+            if windows is not None:
+                windows = diarization.on_timeline(windows, start / SAMPLE_RATE)
+            await in_thread(self.store.save_chunk, job, idx, on_timeline(result, (start, end)), end / SAMPLE_RATE,
+                            self.lease_s, windows)
         parts = await in_thread(self.store.chunk_results, job.id)
         merged = merge(parts, duration=job.duration, model=job.model, task=job.options.task)
+        if job.diarize is not None:
+            merged = await in_thread(self._with_speakers, job, merged)
         await in_thread(self.store.succeed, job, merged)
         self.on_end()
         log.info("jobs: %s succeeded (%.1f s of audio, %d chunks)", job.id, job.duration, job.chunk_count)
 
-    async def _infer(self, job: Job, piece: np.ndarray) -> Any:
+    async def _chunk(self, job: Job, piece: np.ndarray) -> tuple[Transcription, SpeakerWindows | None]:
+        """One chunk transcribed; for a diarized job, its speaker windows too (both calls at once)."""
+        transcribe = partial(service.infer, self.triton, job.model, piece, job.options, job.conversion)
+        if job.diarize is None:
+            return await self._retrying(job, transcribe), None
+        windows = partial(self.triton.speaker_windows, self.speaker_model, piece)
+        result, found = await service.together(self._retrying(job, transcribe), self._retrying(job, windows))
+        return result, found
+
+    def _with_speakers(self, job: Job, merged: Transcription) -> Transcription:
+        """All the chunks' windows clustered at once (one set of labels for the whole file), the speakers put
+        on the merged transcript (blocking: CPU work)."""
+        assert job.diarize is not None
+        windows = diarization.joined([w for w in self.store.chunk_windows(job.id) if w is not None])
+        speakers = diarization.find_speakers(windows, {}, job.diarize, self.speaker_threshold)
+        return diarization.assign(merged, speakers)
+
+    async def _retrying(self, job: Job, call: Callable[[], Awaitable[T]]) -> T:
         delay, most = self.backoff_s
         while True:
             try:
-                return await service.infer(self.triton, job.model, piece, job.options, job.conversion)
+                return await call()
             except (ServiceUnavailable, TooManyRequests) as exc:
                 log.warning("jobs: %s: %s; retrying in %.0f s", job.id, exc.message, delay)
                 await in_thread(self.store.note_retry, job, f"{exc.message} (retrying)")

@@ -65,6 +65,11 @@ MIGRATIONS = (
         created_at REAL NOT NULL, next_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
     CREATE INDEX webhooks_by_next ON webhooks (next_at)
     """,
+    # 3: diarization: the job's speaker options, each chunk's speaker windows.
+    """
+    ALTER TABLE jobs ADD COLUMN diarize TEXT;
+    ALTER TABLE chunk_results ADD COLUMN speakers TEXT
+    """,
 )
 LEGACY_SUFFIX = ".npy"  # version-1 jobs: one float32 file per job, still read until they finish
 

@@ -37,8 +37,11 @@ from typing import Any
 import numpy as np
 
 from gateway.jobs import audio
-from gateway.jobs.models import Delivery, Job, JobGone, JobQuotaExceeded, dump_result, load_result
+from gateway.diarization import DiarizeOptions
+from gateway.jobs.models import (Delivery, Job, JobGone, JobQuotaExceeded, dump_result, dump_windows, load_result,
+                                 load_windows)
 from gateway.results import Options, Transcription
+from gateway.triton import SpeakerWindows
 
 SAMPLE_RATE = audio.SAMPLE_RATE
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"  # who claimed a job, for the operator (and tests)
@@ -107,7 +110,8 @@ class JobStore(ABC):
 
     def create(self, samples: np.ndarray, *, model: str, options: Options, conversion: str, words: bool,
                chunks: Sequence[tuple[int, int]], client: str = "", callback_url: str | None = None,
-               callback_metadata: dict[str, Any] | None = None, limits: Limits = Limits()) -> Job:
+               callback_metadata: dict[str, Any] | None = None, limits: Limits = Limits(),
+               diarize: DiarizeOptions | None = None) -> Job:
         """Compress and store the audio, then write the ``queued`` row; the limits are checked in the
         same transaction, so replicas submitting at once cannot pass them together."""
         job_id = uuid.uuid4().hex
@@ -120,11 +124,13 @@ class JobStore(ABC):
                 self._check_limits(db, client, size, limits)
                 db.execute(
                     "INSERT INTO jobs (id, status, created_at, updated_at, model, options, conversion, words,"
-                    " duration, chunks, client, audio_bytes, callback_url, callback_metadata)"
-                    " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " duration, chunks, client, audio_bytes, callback_url, callback_metadata, diarize)"
+                    " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, now, now, model, json.dumps(dataclasses.asdict(options)), conversion, int(words),
                      samples.shape[0] / SAMPLE_RATE, json.dumps([list(c) for c in chunks]), client, size,
-                     callback_url, None if callback_metadata is None else json.dumps(callback_metadata)))
+                     callback_url, None if callback_metadata is None else json.dumps(callback_metadata),
+                     None if diarize is None else json.dumps({"min_speakers": diarize.min_speakers,
+                                                              "max_speakers": diarize.max_speakers})))
                 self._save_audio(db, job_id, blobs)
         except BaseException:
             self._discard_audio(job_id)
@@ -182,6 +188,12 @@ class JobStore(ABC):
             rows = db.execute("SELECT result FROM chunk_results WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
         return [load_result(r["result"]) for r in rows]
 
+    def chunk_windows(self, job_id: str) -> list[SpeakerWindows | None]:
+        """Each stored chunk's speaker windows (on the file's timeline; None where not diarized), in chunk order."""
+        with self._read() as db:
+            rows = db.execute("SELECT speakers FROM chunk_results WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
+        return [None if r["speakers"] is None else load_windows(r["speakers"]) for r in rows]
+
     def chunk_attempts(self, job_id: str) -> list[int]:
         """The attempt that produced each stored chunk, in chunk order."""
         with self._read() as db:
@@ -207,9 +219,10 @@ class JobStore(ABC):
             return db.execute(f"UPDATE jobs SET lease_expires = {self.NOW} + ? WHERE id = ? AND lease = ?"
                               " AND status = 'running'", (lease_s, job.id, job.lease)).rowcount == 1
 
-    def save_chunk(self, job: Job, idx: int, result: Transcription, progress_s: float, lease_s: float = 60.0) -> None:
-        """Commit chunk ``idx``'s result with the job's progress; ``JobGone`` when the job is no longer
-        running under this claim (cancelled, deleted, or reclaimed after the lease expired)."""
+    def save_chunk(self, job: Job, idx: int, result: Transcription, progress_s: float, lease_s: float = 60.0,
+                   windows: SpeakerWindows | None = None) -> None:
+        """Commit chunk ``idx``'s result (and its speaker ``windows``) with the job's progress; ``JobGone`` when
+        the job is no longer running under this claim (cancelled, deleted, or reclaimed after the lease expired)."""
         now = time.time()
         with self._tx() as db:
             updated = db.execute(
@@ -218,8 +231,9 @@ class JobStore(ABC):
                 (idx + 1, progress_s, now, lease_s, job.id, job.lease, idx)).rowcount
             if not updated:
                 raise JobGone(job.id)
-            db.execute("INSERT INTO chunk_results (job_id, idx, attempt, finished_at, result) VALUES (?, ?, ?, ?, ?)",
-                       (job.id, idx, job.attempts, now, dump_result(result)))
+            db.execute("INSERT INTO chunk_results (job_id, idx, attempt, finished_at, result, speakers)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (job.id, idx, job.attempts, now, dump_result(result),
+                                                      None if windows is None else dump_windows(windows)))
             freed = self._drop_chunk(db, job.id, idx)
             db.execute("UPDATE jobs SET audio_bytes = audio_bytes - ? WHERE id = ?", (freed, job.id))
         self._after_commit(job.id, idx)

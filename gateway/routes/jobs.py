@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from gateway import formats, service
+from gateway import diarization, formats, service
 from gateway.deps import Authenticated, SettingsDep, TritonDep
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
@@ -19,7 +19,7 @@ from gateway.jobs.api import JobDeleted, JobList, JobObject
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 Granularity = Literal["segment", "word"]
 
 
@@ -72,11 +72,22 @@ async def create_job(
                                                          "ends")] = None,
     callback_metadata: Annotated[str | None, Form(description="A JSON object (at most 4 KB) sent back with "
                                                               "the job")] = None,
+    diarize: Annotated[bool, Form(description="Speakers on the result's segments (and diarized_json)")] = False,
+    min_speakers: Annotated[int | None, Form(ge=1, le=32)] = None,
+    max_speakers: Annotated[int | None, Form(ge=1, le=32)] = None,
 ) -> JSONResponse:
     words = "word" in (timestamp_granularities or [])
     conversion = "none" if task == "translate" else service.conversion_for(settings, chinese_script, language)
     options = service.options_for(language=language, task=task, prompt=prompt, word_timestamps=words,
                                   beam_size=beam_size, temperature=temperature)
+    speakers = None
+    if diarize:
+        if task != "transcribe":
+            raise InvalidRequest("Diarization is only available for transcriptions", param="diarize",
+                                 code="invalid_value")
+        speakers, _ = diarization.request_options(names=None, references=None, min_speakers=min_speakers,
+                                                  max_speakers=max_speakers, limit_speakers=settings.max_speakers,
+                                                  limit_references=settings.max_speaker_references)
     name = settings.resolve_model(model)
     try:  # refuse an unknown model now; if Triton is down the job waits for it instead
         ready = await triton.ready_models()
@@ -84,9 +95,12 @@ async def create_job(
         ready = None
     if ready is not None and name not in ready:
         raise ModelNotFound(f"The model '{model}' does not exist or is not ready", param="model")
+    if speakers is not None and ready is not None and settings.diarization_model not in ready:
+        raise ServiceUnavailable(f"Diarization is unavailable: the speaker model '{settings.diarization_model}' "
+                                 f"is not loaded in Triton")
     job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words,
                             client=client_of(request), callback_url=callback_url or None,
-                            callback_metadata=parse_metadata(callback_metadata))
+                            callback_metadata=parse_metadata(callback_metadata), diarize=speakers)
     return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
@@ -104,6 +118,9 @@ async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
 @router.get("/jobs/{job_id}/result")
 async def get_job_result(job_id: str, jobs: JobsDep, response_format: ResponseFormat = "json") -> Response:
     job, result = await jobs.result(job_id)
+    if response_format == "diarized_json" and job.diarize is None:
+        raise InvalidRequest("diarized_json needs a job submitted with diarize=true", param="response_format",
+                             code="invalid_value")
     body = formats.render(result, response_format, words=job.words)
     if isinstance(body, dict):
         return JSONResponse(body)

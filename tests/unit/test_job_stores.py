@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from gateway.chunks import split_chunks
+from gateway.diarization import DiarizeOptions
 from gateway.jobs import JobGone, JobQuotaExceeded, JobRunner, Limits
 from gateway.jobs.postgres import PostgresStore
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.results import Options, Segment, Transcription
+from gateway.triton import SpeakerWindows
 from tests.unit.test_jobs import FakeTriton, flat, noise
 
 RATE = 16000
@@ -79,6 +81,25 @@ def test_commit_fences_and_order(store):
     assert [r.text for r in store.chunk_results(job.id)] == ["a"]
 
 
+def test_diarize_options_and_chunk_windows_are_kept(store):
+    job = make_job(store, seconds=30, diarize=DiarizeOptions(min_speakers=2, max_speakers=3))
+    assert store.get(job.id).diarize == DiarizeOptions(min_speakers=2, max_speakers=3)
+    assert make_job(store).diarize is None
+    claimed = store.claim_next()
+    windows = SpeakerWindows(noise(512 / RATE, seed=2).reshape(2, 256),
+                             np.array([[0.5, 2.1], [1.3, 2.9]]), np.array([0, 1]))
+    store.save_chunk(claimed, 0, chunk_text("a"), progress_s=10.0, windows=windows)
+    store.save_chunk(claimed, 1, chunk_text("b"), progress_s=20.0, windows=SpeakerWindows(
+        np.zeros((0, 256), np.float32), np.zeros((0, 2)), np.zeros(0, np.int64)))
+    first, second = store.chunk_windows(job.id)
+    assert first.embeddings.dtype == np.float32 and np.array_equal(first.embeddings, windows.embeddings)
+    assert np.array_equal(first.spans, windows.spans) and list(first.regions) == [0, 1]
+    assert second.embeddings.shape == (0, 256)
+    segment = Segment(0, 0.0, 1.0, " a", speaker="A")
+    store.succeed(claimed, Transcription("a", "en", 1.0, (segment,)))
+    assert store.result(job.id).segments == (segment,)
+
+
 def test_quota_and_per_client_limits_are_429(store):
     first = make_job(store, seconds=4, client="10.0.0.1", limits=Limits(max_active_per_client=2))
     make_job(store, seconds=4, client="10.0.0.1", limits=Limits(max_active_per_client=2))
@@ -135,11 +156,11 @@ def test_migrations_are_versioned_and_run_once(pg_url):
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
         storage = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'job_audio'::regclass"
                                " AND attname = 'data'").fetchone()[0]
     assert storage == "e"  # EXTERNAL: FLAC is not compressed again
-    assert all(s.schema_version == 1 for s in stores)
+    assert all(s.schema_version == 2 for s in stores)
     for s in stores:
         s.close()
 
@@ -240,7 +261,7 @@ async def test_a_version_1_sqlite_database_is_migrated_and_its_jobs_still_run(tm
     db.close()
 
     store, fake = SQLiteStore(tmp_path), FakeTriton()
-    assert store.schema_version == 2
+    assert store.schema_version == 3
     runner = JobRunner(store, fake, poll_s=0.02)
     runner.start()
     try:

@@ -15,15 +15,18 @@ from fastapi.testclient import TestClient
 
 from client.audio import encode_wav
 from gateway import jobs as jobs_module
-from gateway.chunks import drop_repeats, merge, shift, split_chunks
+from gateway import diarization
+from gateway.chunks import drop_repeats, merge, on_timeline, shift, split_chunks
 from gateway.config import Settings
 from gateway.deps import get_triton
+from gateway.diarization import DiarizeOptions
 from gateway.errors import InvalidRequest, ServiceUnavailable, TooManyRequests
 from gateway.jobs import JobRunner, audio, result_from_dict, result_to_dict
 from gateway.jobs.api import JobList, JobObject
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
+from gateway.triton import SpeakerWindows
 
 RATE = 16000
 
@@ -566,3 +569,133 @@ def test_per_client_queue_limit_and_storage_quota_are_429(tmp_path):
         r = submit(20)  # white noise does not compress: about 0.6 MB of FLAC, over the 0.2 MiB quota
         assert r.status_code == 429 and "The job queue is full" in r.json()["error"]["message"]
         assert submit(2).status_code == 202
+
+
+# ------------------------------------------------------------------------------------------ diarization
+
+SPEAKER_AT = [(0.0, "A"), (8.0, "B"), (16.0, "A"), (24.0, "B")]  # (from, speaker) in the file; B is louder
+CHANGES = [t for t, _ in SPEAKER_AT[1:]]
+
+
+def two_speakers(seconds: float = 30.0) -> np.ndarray:
+    samples = np.empty(int(seconds * RATE), dtype=np.float32)
+    for (start, who), end in zip(SPEAKER_AT, CHANGES + [seconds]):
+        samples[int(start * RATE):int(end * RATE)] = 0.3 if who == "B" else 0.1
+    return samples
+
+
+def truth_at(t: float) -> str:
+    return [who for start, who in SPEAKER_AT if start <= t][-1]
+
+
+class DiarizingTriton(FakeTriton):
+    """Half-second segments ("sN"), and a speaker window per half second whose embedding is the voice the
+    audio's level stands for (the chunk's own timeline, as the real speaker model answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.speaker_calls: list[int] = []
+
+    async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        self.calls.append(audio.size)
+        duration = audio.size / RATE
+        segments = tuple(Segment(i, t, min(t + 0.5, duration), f" s{i}")
+                         for i, t in enumerate(np.arange(0.0, duration, 0.5).tolist()))
+        return Transcription(" ".join(s.text.strip() for s in segments), "en", duration, segments, options.task, model)
+
+    async def speaker_windows(self, model: str, audio: np.ndarray) -> SpeakerWindows:
+        assert model == "speaker"
+        self.speaker_calls.append(audio.size)
+        half = RATE // 2
+        starts = range(0, audio.size - half + 1, half)
+        voices = np.eye(2, 16, dtype=np.float32)
+        embeddings = np.stack([voices[int(np.abs(audio[s:s + half]).mean() > 0.2)] for s in starts])
+        spans = np.array([[s / RATE, (s + half) / RATE] for s in starts])
+        return SpeakerWindows(embeddings, spans, np.zeros(len(spans), dtype=np.int64))
+
+    async def ready_models(self) -> list[str]:
+        return ["speaker", "whisper", "whisper-tiny-en"]
+
+
+def check_speakers(result: Transcription) -> None:
+    """Every segment that does not cross a change of speaker has the true speaker (labels agree across chunks)."""
+    assert result.speakers == ["A", "B"]
+    inside = [s for s in result.segments if not any(s.start < t < s.end for t in CHANGES)]
+    assert len(inside) > 40
+    assert [s.speaker for s in inside] == [truth_at((s.start + s.end) / 2) for s in inside]
+
+
+async def test_a_diarized_job_clusters_every_chunks_windows_once(tmp_path):
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    samples = two_speakers()
+    job = store.create(samples, model="whisper", options=Options(language="en"), conversion="none", words=False,
+                       chunks=split_chunks(samples, 10.0), diarize=DiarizeOptions(max_speakers=4))
+    assert job.chunk_count == 3 and store.get(job.id).diarize == DiarizeOptions(max_speakers=4)
+    runner = runner_for(store, fake)
+    runner.start()
+    try:
+        done = await wait_status(store, job.id, ("succeeded", "failed"))
+    finally:
+        await runner.stop()
+    assert done.status == "succeeded", done.error
+    assert fake.speaker_calls == fake.calls == [e - s for s, e in job.chunks]
+    windows = store.chunk_windows(job.id)  # stored with each chunk, on the file's timeline
+    assert [w.spans[0][0] for w in windows] == pytest.approx([s / RATE for s, _ in job.chunks])
+    check_speakers(store.result(job.id))
+    store.close()
+
+
+async def test_a_resumed_diarized_job_keeps_the_windows_of_its_committed_chunks(tmp_path):
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    samples = two_speakers()
+    job = store.create(samples, model="whisper", options=Options(language="en"), conversion="none", words=False,
+                       chunks=split_chunks(samples, 10.0), diarize=DiarizeOptions())
+    claimed = store.claim_next()
+    first = job.chunks[0]
+    piece = samples[first[0]:first[1]]
+    result = on_timeline(await fake.transcribe("whisper", piece, claimed.options), first)
+    windows = diarization.on_timeline(await fake.speaker_windows("speaker", piece), 0.0)
+    store.save_chunk(claimed, 0, result, first[1] / RATE, windows=windows)
+    store.close()  # ... the process died here, the job still "running"
+
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    assert store.chunk_windows(job.id)[0].embeddings == pytest.approx(windows.embeddings)
+    runner = runner_for(store, fake)
+    runner.start()
+    try:
+        done = await wait_status(store, job.id, ("succeeded", "failed"))
+    finally:
+        await runner.stop()
+    assert done.status == "succeeded" and done.resumed_at_chunk == 1, done.error
+    assert fake.speaker_calls == [e - s for s, e in job.chunks[1:]]  # chunk 0's windows came from the store
+    check_speakers(store.result(job.id))
+    store.close()
+
+
+def test_diarize_on_the_jobs_route(tmp_path):
+    fake = DiarizingTriton()
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_chunk_seconds=10))
+    app.state.triton = fake
+    app.dependency_overrides[get_triton] = lambda: fake
+    with TestClient(app) as client:
+        upload = {"file": ("talk.wav", wav_bytes(two_speakers()), "audio/wav")}
+        r = client.post("/v1/jobs", files=upload, data={"diarize": "true", "min_speakers": "2", "max_speakers": "3"})
+        assert r.status_code == 202, r.text
+        assert poll(client, r.json()["id"])["status"] == "succeeded"
+        base = f"/v1/jobs/{r.json()['id']}/result"
+        body = client.get(base, params={"response_format": "diarized_json"}).json()
+        assert {s["speaker"] for s in body["segments"]} == {"A", "B"} and body["segments"][0]["speaker"] == "A"
+        assert "Speaker B: " in client.get(base, params={"response_format": "srt"}).text
+        assert "<v Speaker A>" in client.get(base, params={"response_format": "vtt"}).text
+
+        plain = client.post("/v1/jobs", files=upload).json()
+        assert poll(client, plain["id"])["status"] == "succeeded"
+        r = client.get(f"/v1/jobs/{plain['id']}/result", params={"response_format": "diarized_json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+        assert "Speaker" not in client.get(f"/v1/jobs/{plain['id']}/result", params={"response_format": "srt"}).text
+
+        for bad in ({"diarize": "true", "min_speakers": "3", "max_speakers": "2"},
+                    {"diarize": "true", "task": "translate"}):
+            assert client.post("/v1/jobs", files=upload, data=bad).status_code == 400
+        fake.ready_models = FakeTriton().ready_models  # the speaker model is not loaded
+        assert client.post("/v1/jobs", files=upload, data={"diarize": "true"}).status_code == 503
