@@ -8,7 +8,9 @@ Each chunk's stored audio goes through ``service.infer`` (the Triton call, the a
 Chinese script conversion: the same as ``/v1/audio/transcriptions``), is moved onto the file's timeline
 (``chunks.on_timeline``), and is committed with the job's progress in one transaction under the job's
 lease. When every chunk is done the results are merged (segment ids renumbered, texts joined, language
-of the first chunk with speech).
+of the first chunk with speech). A ``diarize`` job also sends each chunk to the speaker model (at once with
+Whisper) and commits its windows, on the file's timeline, with the chunk's result; at the end all of them
+are clustered together (one set of speaker labels for the whole file) and put on the merged transcript.
 
 Never dropped: Triton unavailable or busy (503/429) -> the chunk is retried with backoff (the job stays
 ``running``, ``last_error`` says why); any other error -> ``failed`` with its message. While a chunk
