@@ -30,7 +30,7 @@ from pathlib import Path
 
 import jiwer
 
-from .common import DEFAULT_AUDIO, audio_of
+from .common import DEFAULT_AUDIO, Clip, audio_of
 
 SPLIT_FILE = Path(__file__).with_name("devset.tsv")
 REPEATS = ("formats", "video", "long")  # folders that repeat other clips' content
@@ -40,12 +40,8 @@ DECODE_AS = {"yue": "zh"}
 
 
 @dataclass(frozen=True)
-class DevClip:
-    file: str
-    path: Path
-    language: str
-    duration: float
-    reference: str
+class DevClip(Clip):
+    """A clip of the dev set, any language."""
 
     @property
     def decode_language(self) -> str:

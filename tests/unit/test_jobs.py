@@ -258,15 +258,20 @@ def runner_for(store: SQLiteStore, fake: FakeTriton, **kw) -> JobRunner:
     return JobRunner(store, fake, poll_s=0.02, backoff_s=(0.01, 0.02), **kw)
 
 
-async def test_runner_transcribes_every_chunk_and_merges(tmp_path):
-    store, fake = SQLiteStore(tmp_path), FakeTriton()
-    job = make_job(store, seconds=30, options=Options(language="en", word_timestamps=True), words=True)
+async def run_to_end(store, fake, job_id: str):
+    """A runner over ``store`` and ``fake`` until the job has ended; the job as it ended."""
     runner = runner_for(store, fake)
     runner.start()
     try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
+        return await wait_status(store, job_id, ("succeeded", "failed"))
     finally:
         await runner.stop()
+
+
+async def test_runner_transcribes_every_chunk_and_merges(tmp_path):
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
+    job = make_job(store, seconds=30, options=Options(language="en", word_timestamps=True), words=True)
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded", done.error
     assert done.chunks_done == done.chunk_count == 3 and done.progress_s == pytest.approx(30.0)
     assert fake.calls == [e - s for s, e in job.chunks]
@@ -310,12 +315,7 @@ async def test_runner_retries_while_triton_is_unavailable(tmp_path):
     store, fake = SQLiteStore(tmp_path), FakeTriton()
     fake.failures = [ServiceUnavailable("The inference server is unavailable"), TooManyRequests("busy")]
     job = make_job(store, seconds=5)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded" and store.result(job.id).text == "chunk 1"
     store.close()
 
@@ -324,12 +324,7 @@ async def test_runner_fails_a_job_with_the_error_message(tmp_path):
     store, fake = SQLiteStore(tmp_path), FakeTriton()
     fake.failures = [InvalidRequest("Unsupported language 'xx'", param="language")]
     job = make_job(store, seconds=5)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "failed"
     assert done.error == {"message": "Unsupported language 'xx'", "type": "invalid_request_error",
                           "code": "invalid_request"}
@@ -631,12 +626,7 @@ async def test_a_diarized_job_clusters_every_chunks_windows_once(tmp_path):
     job = store.create(samples, model="whisper", options=Options(language="en"), conversion="none", words=False,
                        chunks=split_chunks(samples, 10.0), diarize=DiarizeOptions(max_speakers=4))
     assert job.chunk_count == 3 and store.get(job.id).diarize == DiarizeOptions(max_speakers=4)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded", done.error
     assert fake.speaker_calls == fake.calls == [e - s for s, e in job.chunks]
     windows = store.chunk_windows(job.id)  # stored with each chunk, on the file's timeline
@@ -660,12 +650,7 @@ async def test_a_resumed_diarized_job_keeps_the_windows_of_its_committed_chunks(
 
     store, fake = SQLiteStore(tmp_path), DiarizingTriton()
     assert store.chunk_windows(job.id)[0].embeddings == pytest.approx(windows.embeddings)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded" and done.resumed_at_chunk == 1, done.error
     assert fake.speaker_calls == [e - s for s, e in job.chunks[1:]]  # chunk 0's windows came from the store
     check_speakers(store.result(job.id))
