@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 # Debian packages the tests and benchmarks use: perf_analyzer's libb64, espeak-ng for synthetic speech,
-# Chromium for the web-page tests, docker-compose/nginx for the deployment tests.
-APT_PACKAGES ?= libb64-0d espeak-ng chromium docker-compose nginx
+# Chromium for the web-page tests, docker-compose/nginx for the deployment tests, PostgreSQL for the
+# job-queue tests (server binaries in /usr/lib/postgresql/<version>/bin; the tests start their own).
+APT_PACKAGES ?= libb64-0d espeak-ng chromium docker-compose nginx postgresql
 PYTEST_ARGS ?=
 
 .PHONY: venv system-deps weights serve triton test unit bench clean
@@ -58,6 +59,17 @@ bench-stream: venv weights
 bench-hostile: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.hostile $(HOSTILE_ARGS)
+
+# Durable jobs on PostgreSQL: jobs/minute with 1 and 3 gateway replicas, takeover after a kill, webhooks.
+.PHONY: bench-jobs
+bench-jobs: system-deps venv weights
+	$(BIN)/python -m benchmarks.jobs $(JOBS_BENCH_ARGS)
+
+# DER per number of speakers, speaker-count accuracy and the latency diarization adds (DIARIZE_BENCH_ARGS).
+.PHONY: bench-diarize
+bench-diarize: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.diarization $(DIARIZE_BENCH_ARGS)
 
 .PHONY: soak
 soak: venv weights

@@ -210,13 +210,14 @@ def start_gateway(triton, logs: Path, **env: str) -> tuple[object, str]:
 
 
 @contextlib.contextmanager
-def running_stack(repository: Path, logs: Path, log=print, **gateway_env: str) -> Iterator[tuple[object, object, str]]:
-    """tritonserver serving the ``whisper`` model of ``repository`` and a gateway in front of it, as
-    ``make serve`` runs them; yields ``(triton, gateway, gateway_url)`` and stops both on the way out."""
+def running_stack(repository: Path, logs: Path, log=print, models: tuple[str, ...] = ("whisper",),
+                  **gateway_env: str) -> Iterator[tuple[object, object, str]]:
+    """tritonserver serving ``models`` (default: the ``whisper`` model) of ``repository`` and a gateway in
+    front of it, as ``make serve`` runs them; yields ``(triton, gateway, gateway_url)`` and stops both."""
     from whisper_triton.server import TritonServer
 
     logs.mkdir(parents=True, exist_ok=True)
-    triton = TritonServer(repository, free_port(), free_port(), free_port(), models=["whisper"],
+    triton = TritonServer(repository, free_port(), free_port(), free_port(), models=list(models),
                           log_path=logs / "tritonserver.log")
     gateway = None
     try:

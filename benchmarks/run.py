@@ -27,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import inprocess, loadgen, perf, report
+from . import accuracy, inprocess, loadgen, perf, report
 from .common import DEFAULT_AUDIO, ROOT, free_port, load_clips, machine_description, model_path, short_set, start_gateway, wait_http
 
 # cpu_isa: the deployed model's own value (config.pbtxt), so the baselines run the same CPU kernels.
@@ -85,6 +85,9 @@ def run_baseline(kind: str, clips, mixed, concurrencies, args, out_dir: Path) ->
             return {"skipped": f"baseline {kind} did not start (see logs/baseline_{kind}.log)"}
         url = f"http://127.0.0.1:{port}"
         result = {"sweep": loadgen.sweep(url, clips, concurrencies, min_requests=args.passes * len(clips), log=log)}
+        if kind == "seed" and args.accuracy_clips:  # the seed-style server is faster-whisper's own transcribe
+            log(f"  accuracy: {len(args.accuracy_clips)} {args.half}-half clips, language given")
+            result["accuracy_texts"] = accuracy.http_texts(url, args.accuracy_clips, concurrency=1)
         if mixed:
             log(f"  mixed clips (short + medium + long) at concurrency {args.mixed_concurrency}")
             result["mixed"] = loadgen.sweep(url, mixed, [args.mixed_concurrency], warmup=False, log=log)[args.mixed_concurrency]
@@ -176,6 +179,9 @@ def run_triton(clips, mixed, concurrencies, args, out_dir: Path, tmp: Path, resu
         else:
             log("  gateway: concurrency sweep")
             results["gateway"] = {"sweep": loadgen.sweep(gw_url, clips, concurrencies, min_requests=args.passes * len(clips), log=log)}
+            if args.accuracy_clips:
+                log(f"  gateway: accuracy on {len(args.accuracy_clips)} {args.half}-half clips, language given")
+                results["gateway"]["accuracy_texts"] = accuracy.http_texts(gw_url, args.accuracy_clips, concurrency=4)
             if mixed:
                 log(f"  gateway: mixed clips at concurrency {args.mixed_concurrency}")
                 results["gateway"]["mixed"] = loadgen.sweep(gw_url, mixed, [args.mixed_concurrency], warmup=False, log=log)[args.mixed_concurrency]
@@ -221,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="report directory (default benchmarks/results/<date>-<machine>)")
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--systems", default="levers,baseline_a,baseline_b,triton", help="which parts to run")
+    parser.add_argument("--half", default="check", choices=["check", "tune", "all"],
+                        help="dev-set half (benchmarks/devset.tsv) for throughput clips and the accuracy table")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the per-language accuracy table")
     args = parser.parse_args(argv)
 
     args.concurrency = [int(x) for x in (args.concurrency or ("1,8" if args.quick else "1,2,4,8,16")).split(",")]
@@ -231,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
 
     all_clips = load_clips(args.audio_dir)
+    if args.half != "all":  # speech the settings were not tuned on
+        halves = accuracy.read_split()
+        all_clips = [c for c in all_clips if halves.get(c.file) == args.half]
+    args.accuracy_clips = [] if args.no_accuracy else accuracy.half(args.half, args.audio_dir)
     clips = short_set(all_clips)
     if args.quick:  # a mix of both languages
         en = [c for c in clips if c.language == "en"][:7]
@@ -246,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine_description(),
         "audio_dir": str(args.audio_dir),
+        "half": args.half,
         "clips": [{"file": c.file, "language": c.language, "duration": c.duration} for c in clips],
+        "accuracy_clips": [{"file": c.file, "language": c.language, "duration": c.duration, "reference": c.reference}
+                           for c in args.accuracy_clips],
         "mixed_clips": [{"file": c.file, "language": c.language, "duration": c.duration, "kind": c.kind} for c in mixed],
         "concurrency": args.concurrency,
         "perf_concurrency": args.perf_concurrency,

@@ -8,9 +8,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-# Every request carries every input: Triton's dynamic batcher only batches requests with the same
-# set of inputs, so leaving optional ones out would split batches.
-INPUTS = ("AUDIO", "LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE", "TEMPERATURE")
+# Every request carries every input (see _arrays): Triton's dynamic batcher only batches requests with
+# the same set of inputs, so leaving optional ones out would split batches.
 OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
 
 
@@ -22,7 +21,8 @@ class TritonTranscription:
     segments: list[dict] = field(default_factory=list)
 
 
-def _arrays(audio: np.ndarray, language: str, task: str, prompt: str, word_timestamps: bool, beam_size: int, temperature: float) -> dict[str, np.ndarray]:
+def _arrays(audio: np.ndarray, language: str, task: str, prompt: str, word_timestamps: bool, beam_size: int, temperature: float,
+            vad_filter: Optional[bool]) -> dict[str, np.ndarray]:
     def text(value: str) -> np.ndarray:
         return np.array([[value.encode("utf-8")]], dtype=np.object_)
 
@@ -34,6 +34,7 @@ def _arrays(audio: np.ndarray, language: str, task: str, prompt: str, word_times
         "WORD_TIMESTAMPS": np.array([[bool(word_timestamps)]], dtype=bool),
         "BEAM_SIZE": np.array([[int(beam_size)]], dtype=np.int32),
         "TEMPERATURE": np.array([[float(temperature)]], dtype=np.float32),
+        "VAD_FILTER": text("" if vad_filter is None else str(bool(vad_filter)).lower()),
     }
 
 
@@ -41,10 +42,11 @@ _DTYPES = {"AUDIO": "FP32", "WORD_TIMESTAMPS": "BOOL", "BEAM_SIZE": "INT32", "TE
 
 
 def build_inputs(module: Any, audio: np.ndarray, language: str = "", task: str = "transcribe", prompt: str = "",
-                 word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0) -> list:
+                 word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0,
+                 vad_filter: Optional[bool] = None) -> list:
     """InferInput objects for ``module`` (``tritonclient.grpc``, ``.grpc.aio`` or ``.http``)."""
     inputs = []
-    for name, array in _arrays(audio, language, task, prompt, word_timestamps, beam_size, temperature).items():
+    for name, array in _arrays(audio, language, task, prompt, word_timestamps, beam_size, temperature, vad_filter).items():
         tensor = module.InferInput(name, list(array.shape), _DTYPES.get(name, "BYTES"))
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
@@ -78,8 +80,9 @@ class WhisperTritonClient:
         self._client = module.InferenceServerClient(url=url)
 
     def transcribe(self, audio: np.ndarray, language: str = "", task: str = "transcribe", prompt: str = "",
-                   word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0) -> TritonTranscription:
-        inputs = build_inputs(self.module, audio, language, task, prompt, word_timestamps, beam_size, temperature)
+                   word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0,
+                   vad_filter: Optional[bool] = None) -> TritonTranscription:
+        inputs = build_inputs(self.module, audio, language, task, prompt, word_timestamps, beam_size, temperature, vad_filter)
         outputs = [self.module.InferRequestedOutput(name) for name in OUTPUTS]
         kwargs = {}
         if self.timeout_s:

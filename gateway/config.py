@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Literal
@@ -69,14 +70,29 @@ class Settings(BaseSettings):
     max_requests_per_client: int = Field(64, ge=1)
     max_streams_per_client: int = Field(4, ge=1)
 
-    # Durable jobs (/v1/jobs): SQLite at jobs_dir/jobs.sqlite3, decoded audio under jobs_dir/audio/ until
-    # the job ends. Mount a volume there for jobs to outlive the container.
+    # Durable jobs (/v1/jobs): SQLite at jobs_dir/jobs.sqlite3 with each chunk's audio (FLAC) under
+    # jobs_dir/audio/ until it is transcribed; mount a volume there for jobs to outlive the container. Or,
+    # with jobs_database_url (postgresql://...), jobs and their audio in PostgreSQL, shared by every replica.
     jobs_dir: Path = Path("~/.cache/whisper-triton/jobs")
+    jobs_database_url: SecretStr | None = None
     job_chunk_seconds: float = Field(120.0, ge=5)  # a job is sent to Triton in pieces of about this length
-    job_workers: int = Field(1, ge=1)  # jobs run at once per jobs_dir
+    job_workers: int = Field(2, ge=1)  # jobs one gateway runs at once (the last takes the shortest job first)
     job_max_attempts: int = Field(3, ge=1)  # a job the gateway died under this many times is failed
+    job_lease_s: float = Field(30.0, ge=1)  # PostgreSQL: a dead replica's job is taken over after this
+    job_submit_concurrency: int = Field(2, ge=1)  # uploads decoded at once (each holds its samples, 64 KB/s)
+    job_storage_quota_mb: float = Field(20480.0, gt=0)  # compressed audio of all unfinished jobs; 429 past it
+    job_max_active_per_client: int = Field(20, ge=1)  # queued + running jobs of one client (IP); 429 past it
     max_job_upload_mb: float = Field(1024.0, gt=0)  # POST /v1/jobs body, MiB (other routes: max_upload_mb)
     max_job_audio_seconds: float = Field(4 * 3600.0, gt=0)  # decoded audio of one job
+
+    # Job webhooks (callback_url): signed as Standard Webhooks says with this secret ("whsec_" + base64);
+    # unset = callback_url is refused. Retried with backoff from webhook_retry_s, doubling, for at most
+    # webhook_max_age_s. Private, loopback and link-local receivers are refused unless allowed.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_retry_s: float = Field(5.0, gt=0)
+    webhook_max_age_s: float = Field(86400.0, gt=0)
 
     # stream=true uploads: the file is sent to Triton in pieces of about this length (cut at pauses), a few
     # at once, and each piece's text is sent to the client as soon as it and the ones before it are done.
@@ -84,6 +100,15 @@ class Settings(BaseSettings):
     sse_chunks_ahead: int = Field(4, ge=1)  # pieces of one stream=true upload in flight at once
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
+
+    # Diarization (response_format=diarized_json, diarize=true): the speaker model in Triton, the
+    # clustering threshold for its embeddings (0.60 for the bundled GE2E; benchmarks/diarization.py),
+    # the most speakers a request may ask for, and its known-speaker reference clips.
+    diarization_model: str = "speaker"
+    diarization_threshold: float = Field(0.60, gt=0, lt=1)
+    max_speakers: int = Field(8, ge=1, le=32)
+    max_speaker_references: int = Field(4, ge=0)
+    max_reference_seconds: float = Field(10.0, gt=0)
 
     # Live streaming (/v1/stream, WebSocket): LocalAgreement-2 over a growing buffer.
     max_streams: int = Field(16, ge=1)  # concurrent streams per gateway; more are closed with 1013
@@ -112,11 +137,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("API_KEY", "ACCESS_TOKEN", "api_key"),
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "jobs_database_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        return value
+
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _webhook_secret_is_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value().removeprefix("whsec_")
+            try:
+                if len(base64.b64decode(key + "=" * (-len(key) % 4), validate=True)) < 16:
+                    raise ValueError
+            except ValueError:
+                raise ValueError("GATEWAY_WEBHOOK_SECRET must be 'whsec_' + base64 of at least 16 random bytes "
+                                 "(python -c \"import os,base64;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")") from None
         return value
 
     @field_validator("jobs_dir", mode="after")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from gateway.languages import name as language_name
 from gateway.results import Segment, Transcription
 
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "diarized_json": "application/json",
                "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
                "vtt": "text/vtt; charset=utf-8"}
 
@@ -23,25 +24,38 @@ def timestamp(seconds: float, separator: str = ",") -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def _cues(segments: tuple[Segment, ...]) -> list[tuple[float, float, str]]:
+def display(speaker: str) -> str:
+    """A speaker as subtitles show it: ``Speaker A`` for an unnamed speaker, else the given name."""
+    return f"Speaker {speaker}" if re.fullmatch(r"[A-Z]{1,2}", speaker) else speaker
+
+
+def _cues(segments: tuple[Segment, ...]) -> list[tuple[float, float, str, str | None]]:
     cues = []
     for s in segments:
         text = " ".join(s.text.split())
         if text:
-            cues.append((s.start, max(s.end, s.start), text))
+            cues.append((s.start, max(s.end, s.start), text, display(s.speaker) if s.speaker else None))
     return cues
 
 
 def to_srt(result: Transcription) -> str:
-    blocks = [f"{i}\n{timestamp(start)} --> {timestamp(end)}\n{text}\n"
-              for i, (start, end, text) in enumerate(_cues(result.segments), start=1)]
+    """SubRip cues; a diarized result's cues start with their speaker (``Speaker A: ...``)."""
+    blocks = [f"{i}\n{timestamp(start)} --> {timestamp(end)}\n{f'{who}: ' if who else ''}{text}\n"
+              for i, (start, end, text, who) in enumerate(_cues(result.segments), start=1)]
     return "\n".join(blocks)
 
 
 def to_vtt(result: Transcription) -> str:
-    blocks = [f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{text}\n"
-              for start, end, text in _cues(result.segments)]
+    """WebVTT cues; a diarized result's cues carry a voice span (``<v Speaker A>...``)."""
+    blocks = [f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{_voice(who) if who else ''}{text}\n"
+              for start, end, text, who in _cues(result.segments)]
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _voice(who: str) -> str:
+    """A WebVTT voice tag; its annotation may not hold ``>`` or a line break, and ``&``/``<`` are escaped."""
+    clean = " ".join(who.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").split())
+    return f"<v {clean}>"
 
 
 def to_text(result: Transcription) -> str:
@@ -53,11 +67,27 @@ def to_json(result: Transcription) -> dict[str, Any]:
 
 
 def segment_json(s: Segment) -> dict[str, Any]:
-    return {
+    body = {
         "id": s.id, "seek": int(round(s.start * 100)), "start": round(s.start, 3), "end": round(s.end, 3),
         "text": s.text, "tokens": list(s.tokens), "temperature": s.temperature,
         "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
         "no_speech_prob": s.no_speech_prob,
+    }
+    if s.speaker:
+        body["speaker"] = s.speaker
+    return body
+
+
+def to_diarized_json(result: Transcription) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: the text, and segments with their speaker (``A``, ``B``... or a known name)."""
+    return {
+        "task": "transcribe",
+        "duration": round(result.duration, 3),
+        "text": result.text,
+        "segments": [{"type": "transcript.text.segment", "id": f"seg_{s.id}", "start": round(s.start, 3),
+                      "end": round(s.end, 3), "text": s.text.strip(), "speaker": s.speaker or "A"}
+                     for s in result.segments if s.text.strip()],
+        "usage": {"type": "duration", "seconds": math.ceil(result.duration)},
     }
 
 
@@ -82,6 +112,8 @@ def render(result: Transcription, response_format: str, *, words: bool = False) 
         return to_json(result)
     if response_format == "verbose_json":
         return to_verbose_json(result, words=words)
+    if response_format == "diarized_json":
+        return to_diarized_json(result)
     if response_format == "text":
         return to_text(result)
     if response_format == "srt":

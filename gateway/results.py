@@ -16,6 +16,7 @@ class Options:
     word_timestamps: bool = False
     beam_size: int = 0  # 0 = the model's default
     temperature: float = 0.0
+    vad_filter: bool | None = None  # None = the model's default (config.pbtxt vad_filter)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Segment:
     temperature: float = 0.0
     tokens: tuple[int, ...] = ()
     words: tuple[Word, ...] | None = None
+    speaker: str | None = None  # set by diarization (gateway.diarization)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], index: int) -> "Segment":
@@ -57,6 +59,7 @@ class Segment:
                      float(w.get("probability", 0.0)))
                 for w in words
             ),
+            speaker=data.get("speaker") or None,
         )
 
 
@@ -68,6 +71,11 @@ class Transcription:
     segments: tuple[Segment, ...] = field(default_factory=tuple)
     task: str = "transcribe"
     model: str = ""
+
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers of the segments, in order of first appearance (empty unless diarized)."""
+        return list(dict.fromkeys(s.speaker for s in self.segments if s.speaker))
 
     @property
     def words(self) -> list[Word]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import BinaryIO
 
-from gateway import chinese, chunks, media, metrics
+import anyio
+import anyio.to_thread
+
+from gateway import chinese, chunks, diarization, media, metrics
 from gateway.config import Settings
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.languages import normalize
 from gateway.results import Options, Transcription
 from gateway.triton import TritonClient
@@ -27,21 +32,30 @@ def conversion_for(settings: Settings, choice: str | None, language: str | None 
 
 
 def options_for(*, language: str | None = None, task: str = "transcribe", prompt: str | None = None,
-                word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0) -> Options:
+                word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0,
+                vad_filter: bool | None = None) -> Options:
     if task not in TASKS:
         raise InvalidRequest(f"Invalid task '{task}': use transcribe or translate", param="task",
                              code="invalid_value")
     return Options(language=normalize(language), task=task, prompt=prompt or "",
-                   word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature)
+                   word_timestamps=word_timestamps, beam_size=beam_size, temperature=temperature,
+                   vad_filter=vad_filter)
+
+
+def decode_checked(source: bytes | BinaryIO, *, max_seconds: float) -> media.Audio:
+    """An upload's sound, decoded, silent or empty refused (blocking: call it from a thread)."""
+    return media.require_sound(media.decode(source, max_seconds=max_seconds))
 
 
 async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | None) -> tuple[str, media.Audio]:
     """The model's name (checked) and the upload's sound (decoded off the loop; silent or empty refused)."""
     name = settings.resolve_model(model)
-    return name, media.require_sound(await media.decode_async(source, max_seconds=settings.max_audio_seconds))
+    if name == settings.diarization_model:  # the speaker model does not transcribe
+        raise ModelNotFound(f"The model '{name}' is not a transcription model", param="model")
+    return name, await anyio.to_thread.run_sync(partial(decode_checked, source, max_seconds=settings.max_audio_seconds))
 
 
-async def _infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
+async def infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
     """One Triton call, its audio counted once it succeeded, Chinese in the asked-for script."""
     result = await triton.transcribe(name, samples, options)
     metrics.AUDIO_SECONDS.labels(name, options.task).inc(len(samples) / media.SAMPLE_RATE)
@@ -49,9 +63,51 @@ async def _infer(triton: TritonClient, name: str, samples, options: Options, con
 
 
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
-                     options: Options, conversion: str) -> Transcription:
+                     options: Options, conversion: str, diarize: diarization.DiarizeOptions | None = None,
+                     references: dict[str, bytes] | None = None) -> Transcription:
+    """One upload transcribed; with ``diarize``, with a speaker on every segment (see ``_diarized``)."""
     name, audio = await _decoded(source, settings, model)
-    return await _infer(triton, name, audio.samples, options, conversion)
+    if diarize is not None:
+        return await _diarized(triton, settings, name, audio, options, conversion, diarize, references or {})
+    return await infer(triton, name, audio.samples, options, conversion)
+
+
+async def together(*calls):
+    """The calls' results, run at once; if one fails, the others are cancelled (not left running in Triton)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+                    conversion: str, diarize: diarization.DiarizeOptions,
+                    references: dict[str, bytes]) -> Transcription:
+    """The diarization step: Whisper and the speaker model run on the upload at once, with each known
+    speaker's reference clip; the windows are clustered into speakers off the loop, named by the
+    references, and merged into the transcript's segments (split at Whisper's word times when the
+    request asked for words; word times are not forced: they cost about as much again as the text)."""
+    clips = {}
+    for speaker, data in references.items():  # decoded off the loop, each within the reference limit
+        clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
+    try:
+        result, windows, *ref_windows = await together(
+            infer(triton, name, audio.samples, options, conversion),
+            triton.speaker_windows(settings.diarization_model, audio.samples),
+            *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
+    except ModelNotFound as exc:
+        if exc.message and settings.diarization_model in exc.message:
+            raise ServiceUnavailable(f"Diarization is unavailable: the speaker model "
+                                     f"'{settings.diarization_model}' is not loaded in Triton") from None
+        raise
+    named = {speaker: diarization.reference_embedding(w, speaker) for speaker, w in zip(clips, ref_windows)}
+    speakers = await anyio.to_thread.run_sync(partial(
+        diarization.find_speakers, windows, named, diarize, settings.diarization_threshold))
+    return diarization.assign(result, speakers)
 
 
 async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient,
@@ -63,12 +119,17 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     name, audio = await _decoded(source, settings, model)
 
     async def piece(span: tuple[int, int]) -> Transcription:
-        result = await _infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
+        result = await infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
         return chunks.on_timeline(result, span)
 
     spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
     async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
         yield result
+
+
+async def transcription_models(triton: TritonClient, settings: Settings) -> list[str]:
+    """The ready Triton models that transcribe (all but the speaker model)."""
+    return [m for m in await triton.ready_models() if m != settings.diarization_model]
 
 
 async def health(triton: TritonClient, settings: Settings, watchdog: Watchdog | None = None) -> tuple[bool, dict[str, object]]:

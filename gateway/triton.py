@@ -1,10 +1,8 @@
-"""The only module that touches tritonclient: a small async wrapper over one shared gRPC channel.
+"""The only module that touches tritonclient: a small async wrapper over one shared gRPC channel,
+for the Whisper models (``transcribe``) and the speaker model (``speaker_windows``).
 
-Every request carries the same inputs (defaults included), because Triton's dynamic batcher only batches
-requests that carry the same set of inputs -- except ``PROMPT``, sent only when there is one: a request with
-a prompt (a stream's step, an upload with ``prompt``) is never in the same execution as one without, so a
-plain upload never waits for another request's prompted decode (the engine decodes different prompt lengths
-apart). Errors leave as ``APIError`` subclasses.
+Every request carries all eight inputs (defaults included), because Triton's dynamic batcher only
+batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
 """
 
 from __future__ import annotations
@@ -12,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,6 +29,16 @@ T = TypeVar("T")
 OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
 OTHER_MODEL = "other"  # the metrics label of every model name that is not a ready model
 PROBE_SAMPLES = 8000  # the watchdog's test inference: 0.5 s of silence (no speech: no decoding)
+SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
+
+
+@dataclass(frozen=True)
+class SpeakerWindows:
+    """The speaker model's answer: one row per 1.6 s window of speech."""
+
+    embeddings: np.ndarray  # [n, dim] unit vectors
+    spans: np.ndarray  # [n, 2] seconds of speech each window stands for
+    regions: np.ndarray  # [n] speech region of each window
 
 
 def _bytes_input(name: str, value: str) -> InferInput:
@@ -39,7 +48,7 @@ def _bytes_input(name: str, value: str) -> InferInput:
 
 
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """The inputs, each with a leading batch dimension of 1: all seven, or six when there is no prompt."""
+    """All eight inputs, each with a leading batch dimension of 1."""
     samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
     tensor = InferInput("AUDIO", list(samples.shape), "FP32")
     tensor.set_data_from_numpy(samples)
@@ -49,9 +58,16 @@ def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
     beam.set_data_from_numpy(np.array([[options.beam_size]], dtype=np.int32))
     temperature = InferInput("TEMPERATURE", [1, 1], "FP32")
     temperature.set_data_from_numpy(np.array([[options.temperature]], dtype=np.float32))
-    prompt = [_bytes_input("PROMPT", options.prompt)] if options.prompt else []
-    return [tensor, _bytes_input("LANGUAGE", options.language), _bytes_input("TASK", options.task), *prompt,
-            words, beam, temperature]
+    return [
+        tensor,
+        _bytes_input("LANGUAGE", options.language),
+        _bytes_input("TASK", options.task),
+        _bytes_input("PROMPT", options.prompt),
+        words,
+        beam,
+        temperature,
+        _bytes_input("VAD_FILTER", "" if options.vad_filter is None else str(options.vad_filter).lower()),
+    ]
 
 
 def _first(value: Any) -> Any:
@@ -184,6 +200,26 @@ class TritonClient:
 
     # -- calls -----------------------------------------------------------------------------------
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        # the inputs are serialised only once a slot is free: a waiting request holds one copy
+        result = await self._infer(model, lambda: build_inputs(audio, options), OUTPUTS, audio.size / SAMPLE_RATE)
+        return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
+
+    async def speaker_windows(self, model: str, audio: np.ndarray) -> SpeakerWindows:
+        """The speaker model's windows of ``audio``: embeddings, the speech span of each, its region."""
+        def inputs() -> list[InferInput]:
+            samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+            tensor = InferInput("AUDIO", list(samples.shape), "FP32")
+            tensor.set_data_from_numpy(samples)
+            return [tensor]
+
+        result = await self._infer(model, inputs, SPEAKER_OUTPUTS, audio.size / SAMPLE_RATE)
+        return SpeakerWindows(embeddings=result.as_numpy("EMBEDDINGS")[0], spans=result.as_numpy("SPANS")[0],
+                              regions=result.as_numpy("REGIONS")[0])
+
+    async def _infer(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...],
+                     audio_seconds: float) -> Any:
+        """One inference call, holding one of the ``max_concurrency`` slots while it is at Triton; its
+        deadline grows with ``audio_seconds``; 503 at once while the watchdog says Triton is down."""
         self._refuse_if_down()
         self.waiting += 1
         metrics.TRITON_WAITING.inc()
@@ -198,11 +234,12 @@ class TritonClient:
         try:
             result = await self._unless_down(self._client.infer(
                 model,
-                build_inputs(audio, options),  # serialised only now: a waiting request holds one copy
-                outputs=[InferRequestedOutput(name) for name in OUTPUTS],
-                client_timeout=self.deadline(audio.size / SAMPLE_RATE),
+                inputs(),
+                outputs=[InferRequestedOutput(name) for name in outputs],
+                client_timeout=self.deadline(audio_seconds),
             ))
             self.last_answer = time.monotonic()
+            return result
         except InferenceServerException as exc:
             if not _unanswered(exc):
                 self.last_answer = time.monotonic()
@@ -212,7 +249,6 @@ class TritonClient:
             self.active -= 1
             metrics.TRITON_ACTIVE.dec()
             metrics.TRITON_LATENCY.labels(self.model_label(model)).observe(time.perf_counter() - start)
-        return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""

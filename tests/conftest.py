@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 
-MODELS = ["whisper", "whisper-tiny-en"]
+MODELS = ["whisper", "whisper-tiny-en", "speaker"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,6 +37,18 @@ def triton(tmp_path_factory):
     server.start()
     try:
         server.wait_ready(timeout=float(os.environ.get("TRITON_READY_TIMEOUT_S", 600)))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (``tests/postgres.py``); ``postgres.new_database()`` per test."""
+    from tests.postgres import start_or_skip
+
+    server = start_or_skip()
+    try:
         yield server
     finally:
         server.stop()

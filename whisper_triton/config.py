@@ -1,11 +1,13 @@
 """Engine settings, read once from the ``parameters`` block of a model's config.pbtxt.
 
+The defaults here are the ones model_repository/whisper/config.pbtxt ships (a unit test compares them).
+
 A bad value fails the model load with a message that names the parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from .cpu import CHOICES
@@ -35,11 +37,13 @@ class EngineConfig:
     cpu_threads: int = 1
     cpu_isa: str = "auto"  # auto | default | AVX512 | AVX2 | AVX | NONE (see whisper_triton/cpu.py)
     beam_size: int = 5
-    max_batch_windows: int = 4
-    context_floor_s: float = 15.0
-    context_margin_s: float = 0.0  # trailing silence kept after the longest window of a batch
-    max_tokens_per_s: float = 0.0  # decoding budget per second of audio on the first pass; 0 = model's 448
-    vad: bool = True
+    max_batch_windows: int = 2
+    context_floor_s: float = 8.0
+    context_margin_s: float = 3.0  # trailing silence kept after the window
+    context_step_s: float = 4.0  # contexts are rounded up to multiples of this; only equal contexts share a batch
+    max_tokens_per_s: float = 12.0  # decoding budget per second of audio on the first pass; 0 = model's 448
+    trim_min_logprob: float = -0.8  # a decode at a shorter context is kept only at this avg log-prob or above
+    vad_filter: bool = False  # True: decode only what the VAD calls speech (per request: VAD_FILTER)
     vad_threshold: float = 0.5
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
@@ -48,25 +52,22 @@ class EngineConfig:
     max_audio_s: float = 4 * 3600.0
     best_of: int = 5
     download_root: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any], **overrides: Any) -> "EngineConfig":
         """Build from Triton's parameters (``{"key": {"string_value": "..."}}``) or a plain dict."""
-        known = {f.name: f for f in fields(cls) if not f.name.startswith("_") and f.name != "extra"}
+        known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
-        extra: dict[str, str] = {}
         for key, raw in parameters.items():
             text = raw.get("string_value", "") if isinstance(raw, Mapping) else str(raw)
-            if key not in known:
-                extra[key] = text
-                continue
+            if key not in known:  # a misspelt parameter would otherwise be ignored without a word
+                raise ValueError(f"config.pbtxt parameter '{key}' is unknown; known: {', '.join(known)}")
             try:
-                values[key] = _PARSERS.get(key, _parser_for(known[key].type))(text)
+                values[key] = _parser_for(known[key].type)(text)
             except ValueError as exc:
                 raise ValueError(f"config.pbtxt parameter '{key}': {exc}") from None
         values.update(overrides)
-        config = cls(**values, extra=extra)
+        config = cls(**values)
         config.validate()
         return config
 
@@ -84,25 +85,10 @@ def _parser_for(type_name: Any) -> Callable[[str], Any]:
         return lambda v: float(v.strip())
     if name == "bool":
         return _bool
+    if name.startswith("tuple"):
+        return _floats
     return lambda v: v.strip()
 
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "cpu_threads": lambda v: int(v.strip()),
-    "beam_size": lambda v: int(v.strip()),
-    "max_batch_windows": lambda v: int(v.strip()),
-    "best_of": lambda v: int(v.strip()),
-    "context_floor_s": lambda v: float(v.strip()),
-    "context_margin_s": lambda v: float(v.strip()),
-    "max_tokens_per_s": lambda v: float(v.strip()),
-    "vad_threshold": lambda v: float(v.strip()),
-    "compression_ratio_threshold": lambda v: float(v.strip()),
-    "log_prob_threshold": lambda v: float(v.strip()),
-    "no_speech_threshold": lambda v: float(v.strip()),
-    "max_audio_s": lambda v: float(v.strip()),
-    "vad": _bool,
-    "fallback_temperatures": _floats,
-}
 
 _CHECKS = (
     ("model", lambda v: bool(v), "must name a model"),
@@ -115,8 +101,10 @@ _CHECKS = (
     ("best_of", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
     ("context_floor_s", lambda v: 1.0 <= v <= 30.0, "must be between 1 and 30 seconds"),
     ("context_margin_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
+    ("context_step_s", lambda v: 0.0 <= v <= 30.0, "must be between 0 and 30 seconds"),
     ("max_tokens_per_s", lambda v: v == 0 or 2.0 <= v <= 100.0, "must be 0 (off) or between 2 and 100"),
     ("vad_threshold", lambda v: 0.0 < v < 1.0, "must be between 0 and 1"),
+    ("trim_min_logprob", lambda v: -10.0 <= v <= 0.0, "must be between -10 (keep every trimmed decode) and 0"),
     ("compression_ratio_threshold", lambda v: v > 1.0, "must be > 1"),
     ("no_speech_threshold", lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1"),
     ("fallback_temperatures", lambda v: all(0.0 <= t <= 1.0 for t in v), "temperatures must be within [0, 1]"),

@@ -2,13 +2,18 @@
 
 ``WhisperEngine.transcribe(requests)`` takes every request Triton handed to one ``execute()`` call:
 
-1. each request's audio is cut into windows of at most 30 s (``windows``);
+1. each request's audio is cut into windows of at most 30 s (``windows``): a clip of up to 30 s is one
+   window, as faster-whisper's ``transcribe`` sees it; the VAD only places cuts in longer audio, unless
+   the request asks for ``vad_filter``;
 2. the windows of *all* requests are grouped into batches (``batching``) and each batch is encoded
-   once at the context of its longest window (``features``); the language of windows that need it is
-   detected from the same encoder output; one ``generate`` call decodes the whole batch;
+   once (``features``: faster-whisper's own features, at the encoder context ``context_frames`` picks);
+   the language of windows that need it is detected from the same encoder output; one ``generate`` call
+   decodes the whole batch;
 3. windows that fail Whisper's guards (``guards``) are re-decoded at full context, then at rising
-   temperatures;
-4. segments are mapped back to each request's timeline (``segments``), with word timestamps from
+   temperatures, as faster-whisper's ``generate_with_fallback`` does;
+4. a window whose decoding stopped mid-segment is decoded again from its last complete timestamp, with
+   the text so far as the prompt (faster-whisper's seek), and speech the decoder skipped is decoded again;
+5. segments are mapped back to each request's timeline (``segments``), with word timestamps from
    cross-attention alignment where asked.
 
 One instance of this class is owned by one Triton model instance (one process), so no lock is needed.
@@ -32,19 +37,22 @@ from . import weights
 from .batching import plan_batches
 from .config import EngineConfig
 from .cpu import apply_isa
-from .features import batch_features, context_frames, frames_for, token_budget
+from .features import FULL_CONTEXT_FRAMES, batch_features, context_frames, frames_for, token_budget
 from .guards import Attempt, GuardConfig, Verdict, better, score
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
-from .segments import split_by_timestamps
+from .segments import split_by_timestamps, unfinished_tail
 from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
-from .windows import Span, plan_windows, uncovered
+from .windows import Span, plan_windows, speech_spans, uncovered
 
 log = logging.getLogger("whisper_triton.engine")
 
-# Speech the decoder skipped (its timestamps jumped over it) is decoded again, in at most this many
-# extra rounds, when at least this much of it is left uncovered by segments.
-MAX_GAP_ROUNDS = 2
+# Speech the decoder skipped (its timestamps jumped over it), and the rest of a window whose decoding
+# stopped mid-segment, are decoded again in at most this many extra rounds; a skipped stretch counts
+# when at least MIN_GAP_S of VAD speech is left uncovered by segments.
+MAX_EXTRA_ROUNDS = 3
 MIN_GAP_S = 1.5
+SAMPLES_PER_TIMESTAMP = int(0.02 * SAMPLE_RATE)  # one timestamp token = 20 ms
+MIN_REST_SPEECH = int(0.5 * SAMPLE_RATE)  # VAD speech the rest of an unfinished window needs to be decoded
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -64,10 +72,12 @@ class _Job:
     beam_size: int
     temperature: float
     word_timestamps: bool
-    speech: list = field(default_factory=list)  # VAD speech spans (samples) inside this window
+    speech: Optional[list] = None  # VAD speech spans (samples) inside this window; None = the VAD did not run
     language_probability: float = 1.0
     tokens: list[int] = field(default_factory=list)
     attempt: Attempt = Attempt(Verdict.RETRY, False, 0.0)  # how ``tokens`` scored
+    full_context: bool = False  # decoded at the full 30 s context at temperature 0
+    frames: int = 0  # encoder frames of the decode kept in ``tokens`` (word alignment uses the same)
     no_speech_prob: float = 0.0
     used_temperature: float = 0.0
     retried: bool = False
@@ -86,6 +96,7 @@ class EngineStats:
     windows: int = 0
     batches: int = 0
     fallbacks: int = 0
+    rechecks: int = 0
     audio_seconds: float = 0.0
     last_batch_sizes: list[int] = field(default_factory=list)
 
@@ -163,7 +174,8 @@ class WhisperEngine:
             self.stats.audio_seconds += request.duration
             opts = request.options
             prompt_tokens = encode_prompt(self.tokenizer(opts.language, opts.task), opts.prompt)
-            for span, speech in plan_windows(request.audio, self.config.vad, self.config.vad_threshold):
+            vad_filter = self.config.vad_filter if opts.vad_filter is None else opts.vad_filter
+            for span, speech in plan_windows(request.audio, vad_filter, self.config.vad_threshold):
                 jobs.append(
                     _Job(
                         request=index, start=span.start, end=span.end, audio=request.audio[span.start:span.end],
@@ -175,10 +187,10 @@ class WhisperEngine:
         self.stats.last_batch_sizes = []
 
         pending = list(jobs)
-        for _ in range(1 + MAX_GAP_ROUNDS):
+        for _ in range(1 + MAX_EXTRA_ROUNDS):
             self.stats.windows += len(pending)
             self._decode_with_fallback(pending)
-            pending = [gap for job in pending for gap in self._skipped_speech(job)]
+            pending = [extra for job in pending for extra in self._extra_jobs(job)]
             if not pending:
                 break
             jobs.extend(pending)
@@ -193,9 +205,21 @@ class WhisperEngine:
         return results  # type: ignore[return-value]
 
     def _decode_with_fallback(self, jobs: list[_Job]) -> None:
+        """faster-whisper's ``generate_with_fallback``, batched, after a first pass at a shorter context.
+
+        A shorter encoder context is not what Whisper was trained on, so its decode is kept only when it
+        passes the guards with an average log-probability of at least ``trim_min_logprob``; every other
+        window is decoded again at the full 30 s context, as faster-whisper decodes it. Windows that still
+        fail the guards are sampled at the rising fallback temperatures, keeping the best attempt.
+        """
         self._decode(jobs, full_context=False, temperature=None)
+        for job in jobs:
+            job.retried = job.verdict is Verdict.RETRY
+        self.stats.fallbacks += sum(1 for j in jobs if j.retried)
+        recheck = [j for j in jobs if not j.full_context and not self._confident(j)]
+        self.stats.rechecks += sum(1 for j in recheck if not j.retried)
+        self._decode(recheck, full_context=True, temperature=None)
         failed = [j for j in jobs if j.verdict is Verdict.RETRY]
-        self.stats.fallbacks += len(failed)
         for temperature in self._fallback_schedule():
             failed = [j for j in failed if j.verdict is Verdict.RETRY]
             if not failed:
@@ -203,9 +227,62 @@ class WhisperEngine:
             for job in failed:
                 job.retried = True
             self._decode(failed, full_context=True, temperature=temperature, keep_best=True)
+        for job in jobs:
+            self._second_look_at_silence(job)
 
-    def _skipped_speech(self, job: _Job) -> list[_Job]:
-        """New jobs for VAD speech inside ``job`` that none of its segments covers."""
+    def _second_look_at_silence(self, job: _Job) -> None:
+        """Whisper keeps a window whose no-speech probability is high when its text is confident, and so
+        turns silence and noise into "you" or "..." (faster-whisper does the same). Such a window is silence
+        when the VAD finds no speech in it either. Whispered speech stays: Whisper's no-speech probability
+        on it is low, so the VAD, which misses it, is never asked."""
+        if job.verdict is Verdict.SILENCE or not job.tokens or job.no_speech_prob <= self.config.no_speech_threshold:
+            return
+        if not self._speech(job):
+            job.attempt = replace(job.attempt, verdict=Verdict.SILENCE)
+
+    def _speech(self, job: _Job) -> list[Span]:
+        """The VAD's speech spans inside the window (on the request's timeline), found once, when first asked
+        (a clip of up to 30 s without ``vad_filter`` is decoded before any VAD runs; Silero costs about 2 ms
+        per second of audio here, against about 100 ms for decoding)."""
+        if job.speech is None:
+            job.speech = [Span(s.start + job.start, s.end + job.start) for s in speech_spans(job.audio, self.config.vad_threshold)]
+        return job.speech
+
+    def _confident(self, job: _Job) -> bool:
+        return job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
+
+    def _continuation(self, job: _Job) -> list[_Job]:
+        """faster-whisper's seek: a window that stopped mid-segment loses the unfinished segment and is
+        decoded again from its last complete timestamp, conditioned on the text so far."""
+        if job.verdict is Verdict.SILENCE or not job.tokens:
+            return []
+        tokenizer = self.tokenizer(job.language, job.task)
+        cut = unfinished_tail(job.tokens, tokenizer.timestamp_begin)
+        if cut is None:
+            return []
+        start = job.start + (job.tokens[cut - 1] - tokenizer.timestamp_begin) * SAMPLES_PER_TIMESTAMP
+        job.tokens = job.tokens[:cut]
+        # A rest with no speech in it is not decoded: conditioned on the text so far, Whisper repeats that
+        # text over a fraction of a second of silence.
+        if start <= job.start or not any(min(s.end, job.end) - max(s.start, start) >= MIN_REST_SPEECH
+                                         for s in self._speech(job)):
+            return []
+        # Whisper resets the prompt after a window that needed a high temperature (prompt_reset_on_temperature)
+        previous = [] if job.used_temperature > 0.5 else [*job.prompt_tokens, *job.tokens]
+        return [_Job(request=job.request, start=start, end=job.end, audio=job.audio[start - job.start:],
+                     language=job.language, task=job.task, prompt_tokens=previous, beam_size=job.beam_size,
+                     temperature=job.temperature, word_timestamps=job.word_timestamps,
+                     speech=None if job.speech is None else [Span(max(s.start, start), s.end) for s in job.speech if s.end > start],
+                     language_probability=job.language_probability)]
+
+    def _extra_jobs(self, job: _Job) -> list[_Job]:
+        """The next round's work from one decoded window: the rest of it after an unfinished segment, and
+        speech before that which no segment covers."""
+        rest = self._continuation(job)
+        return [*rest, *self._skipped_speech(job, until=rest[0].start if rest else job.end)]
+
+    def _skipped_speech(self, job: _Job, until: int) -> list[_Job]:
+        """New jobs for VAD speech inside ``job`` (before ``until``) that none of its segments covers."""
         if job.verdict is Verdict.SILENCE or not job.tokens:
             return []
         tokenizer = self.tokenizer(job.language, job.task)
@@ -213,7 +290,8 @@ class WhisperEngine:
             Span(job.start + int(s.start * SAMPLE_RATE), job.start + int(s.end * SAMPLE_RATE))
             for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
         ]
-        gaps = uncovered(job.speech, covered, int(MIN_GAP_S * SAMPLE_RATE), int(1.0 * SAMPLE_RATE))
+        speech = [Span(s.start, min(s.end, until)) for s in self._speech(job) if s.start < until]
+        gaps = uncovered(speech, covered, int(MIN_GAP_S * SAMPLE_RATE), int(1.0 * SAMPLE_RATE))
         return [
             _Job(request=job.request, start=g.start, end=g.end, audio=job.audio[g.start - job.start:g.end - job.start],
                  language=job.language, task=job.task, prompt_tokens=job.prompt_tokens, beam_size=job.beam_size,
@@ -223,26 +301,33 @@ class WhisperEngine:
         ]
 
     def _fallback_schedule(self) -> list[float]:
-        """Full context at temperature 0 first (the trimmed context is the usual culprit), then higher ones."""
-        temps = [t for t in self.config.fallback_temperatures if t > 0]
-        return [0.0, *temps]
+        """The sampling temperatures after the full-context greedy decode."""
+        return [t for t in self.config.fallback_temperatures if t > 0]
 
     def _decode(self, jobs: list[_Job], full_context: bool, temperature: Optional[float], keep_best: bool = False) -> None:
         if not jobs:
             return
         temps = [j.temperature if temperature is None else temperature for j in jobs]
-        keys = [(j.beam_size, t) for j, t in zip(jobs, temps)]
+        # one generate call takes one beam size and temperature, prompts of one length (CTranslate2 needs
+        # <|startoftranscript|> at the same position in every row), and one encoder context: each window's
+        # own, so its text does not depend on the windows it shares a batch with
+        keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens)),
+                 self._context(j.samples, full_context)) for j, t in zip(jobs, temps)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
             batch = [jobs[i] for i in batch_ids]
-            beam_size, temp = keys[batch_ids[0]]
-            self._decode_batch(batch, full_context, beam_size, temp, keep_best)
+            beam_size, temp, _, n_frames = keys[batch_ids[0]]
+            self._decode_batch(batch, n_frames, beam_size, temp, keep_best)
 
-    def _decode_batch(self, batch: list[_Job], full_context: bool, beam_size: int, temperature: float, keep_best: bool) -> None:
+    def _context(self, samples: int, full: bool) -> int:
+        c = self.config
+        return context_frames(samples, c.context_floor_s, full=full, margin_s=c.context_margin_s, step_s=c.context_step_s)
+
+    def _decode_batch(self, batch: list[_Job], n_frames: int, beam_size: int, temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
-        n_frames = context_frames(longest, self.config.context_floor_s, full=full_context,
-                                  margin_s=self.config.context_margin_s)
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        for job in batch:
+            job.full_context = job.full_context or (n_frames == FULL_CONTEXT_FRAMES and temperature == 0)
         self.stats.batches += 1
         self.stats.last_batch_sizes.append(len(batch))
 
@@ -259,10 +344,10 @@ class WhisperEngine:
             tokenizer = self.tokenizer(job.language, job.task)
             suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
             prompts.append(build_prompt(tokenizer, job.prompt_tokens))
-        # The first pass decodes under a budget per second of audio; a retry gets the model's full length.
-        max_length = self.model.max_length
-        if not full_context:
-            max_length = token_budget(longest, self.config.max_tokens_per_s, max(len(p) for p in prompts), max_length)
+        # Every pass decodes under a budget per second of audio: real speech stays far below it, and a window
+        # that runs into it has collapsed into a loop (which would otherwise run on to 448 tokens, beam by
+        # beam and sample by sample, at every fallback temperature).
+        max_length = token_budget(longest, self.config.max_tokens_per_s, max(len(p) for p in prompts), self.model.max_length)
         sampling = {"beam_size": beam_size, "patience": 1.0}
         if temperature > 0:
             sampling = {"beam_size": 1, "num_hypotheses": self.config.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
@@ -295,20 +380,18 @@ class WhisperEngine:
             attempt, tokens = best
             if keep_best and not better(attempt, job.attempt):
                 continue
-            job.tokens, job.attempt, job.no_speech_prob = tokens, attempt, result.no_speech_prob
+            job.tokens, job.attempt, job.no_speech_prob, job.frames = tokens, attempt, result.no_speech_prob, n_frames
             job.used_temperature = temperature
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
         """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""
-        groups: dict[tuple[Optional[str], str], list[_Job]] = defaultdict(list)
+        groups: dict[tuple[Optional[str], str, int], list[_Job]] = defaultdict(list)
         for job in jobs:
-            groups[(job.language, job.task)].append(job)
-        for (language, task), members in groups.items():
+            groups[(job.language, job.task, job.frames)].append(job)
+        for (language, task, n_frames), members in groups.items():
             tokenizer = self.tokenizer(language, task)
             for batch_ids in plan_batches([0] * len(members), [j.samples for j in members], self.config.max_batch_windows):
                 batch = [members[i] for i in batch_ids]
-                n_frames = context_frames(max(j.samples for j in batch), self.config.context_floor_s,
-                                          margin_s=self.config.context_margin_s)
                 features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
                 segments = [
                     [
@@ -348,7 +431,7 @@ class WhisperEngine:
             ]
             for piece in pieces:
                 text = tokenizer.decode([t for t in piece["tokens"] if t < tokenizer.eot])
-                if not text.strip():
+                if not text.strip() or piece["start"] == piece["end"]:  # as faster-whisper drops them
                     continue
                 words = None
                 if job.word_timestamps:

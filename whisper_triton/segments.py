@@ -43,3 +43,17 @@ def split_by_timestamps(tokens: list[int], timestamp_begin: int, window_duration
         end = at(stamps[-1]) if stamps and stamps[-1] != rest[0] else window_duration
         segments.append(TokenSegment(offset + start, offset + max(end, start), rest))
     return segments
+
+
+def unfinished_tail(tokens: list[int], timestamp_begin: int) -> int | None:
+    """Where a window's decoding stopped mid-segment: the index just after its last complete segment (the
+    last pair of timestamp tokens) when the tokens do not end in a single timestamp, else None.
+
+    faster-whisper's ``transcribe`` drops such an unfinished segment and decodes again from the last
+    complete timestamp, with the text so far as the prompt; the engine does the same.
+    """
+    ends_single = len(tokens) >= 2 and tokens[-2] < timestamp_begin <= tokens[-1]
+    pairs = [i for i in range(1, len(tokens)) if tokens[i] >= timestamp_begin and tokens[i - 1] >= timestamp_begin]
+    if ends_single or not pairs:
+        return None
+    return pairs[-1]

@@ -52,7 +52,7 @@ class ServeSettings:
     """Environment variables read by ``make serve`` / ``make triton``."""
 
     repository: Path = field(default_factory=lambda: Path(os.environ.get("MODEL_REPOSITORY", ROOT / "model_repository")))
-    models: list[str] = field(default_factory=lambda: [m for m in os.environ.get("WHISPER_MODELS", "whisper,whisper-tiny-en").split(",") if m])
+    models: list[str] = field(default_factory=lambda: [m for m in os.environ.get("WHISPER_MODELS", "whisper,whisper-tiny-en,speaker").split(",") if m])
     http_port: int = field(default_factory=lambda: _env_int("TRITON_HTTP_PORT", 8000))
     grpc_port: int = field(default_factory=lambda: _env_int("TRITON_GRPC_PORT", 8001))
     metrics_port: int = field(default_factory=lambda: _env_int("TRITON_METRICS_PORT", 8002))

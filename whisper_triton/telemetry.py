@@ -14,6 +14,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "whisper_windows_total": ("windows", "Windows (up to 30 s of speech) decoded, re-decoded skipped speech included"),
     "whisper_fallback_windows_total": (
         "fallbacks", "Windows that failed the compression-ratio / log-prob / language guards and were decoded again"),
+    "whisper_full_context_rechecks_total": (
+        "rechecks", "Windows first decoded at a shorter encoder context whose result was not confident enough to keep, "
+                    "decoded again at the full 30 s context"),
     "whisper_generate_batches_total": ("batches", "Batched encode + generate calls"),
 }
 BATCH_WINDOWS = "whisper_batch_windows"

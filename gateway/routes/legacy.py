@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from gateway import service
+from gateway import diarization, service
 from gateway.config import Settings
 from gateway.deps import (Authenticated, InFlightSlot, SettingsDep, TritonDep, require_token_for_health,
                           unless_client_leaves)
@@ -35,7 +35,7 @@ def _model(settings: Settings, name: str | None) -> str:
     return settings.default_model if name in LEGACY_MODEL_NAMES else settings.resolve_model(name)
 
 
-def _body(result: Transcription, started: float, timestamps: bool) -> dict[str, Any]:
+def _body(result: Transcription, started: float, timestamps: bool, diarize: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "success": True,
         "text": result.text,
@@ -44,19 +44,23 @@ def _body(result: Transcription, started: float, timestamps: bool) -> dict[str, 
         "duration": round(result.duration, 3),
         "model": result.model,
     }
-    if timestamps:
-        body["segments"] = [{"id": s.id, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip()}
-                            for s in result.segments]
+    if timestamps or diarize:
+        body["segments"] = [{"id": s.id, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip(),
+                             **({"speaker": s.speaker} if diarize else {})} for s in result.segments]
+    if diarize:
+        body["speakers"] = result.speakers
     return body
 
 
 async def _transcribe(request: Request, source: Any, settings: Settings, triton: Any, *, model: str | None,
-                      language: str | None, chinese_script: str | None, beam_size: int = 0) -> Transcription:
+                      language: str | None, chinese_script: str | None, beam_size: int = 0, diarize: bool = False,
+                      vad_filter: bool | None = None) -> Transcription:
     conversion = service.conversion_for(settings, chinese_script, language)
-    options = service.options_for(language=language, beam_size=beam_size)
+    options = service.options_for(language=language, beam_size=beam_size, vad_filter=vad_filter)
+    speakers = diarization.DiarizeOptions(max_speakers=settings.max_speakers) if diarize else None
     return await unless_client_leaves(request, service.transcribe(
         source, settings=settings, triton=triton, model=_model(settings, model), options=options,
-        conversion=conversion))
+        conversion=conversion, diarize=speakers))
 
 
 async def raw_body(request: Request) -> io.BytesIO:
@@ -77,11 +81,13 @@ async def transcribe_file(
     timestamps: Annotated[bool, Form()] = False,
     language: Annotated[str | None, Form()] = None,
     chinese_script: Annotated[str | None, Form()] = None,
+    diarize: Annotated[bool, Form(description="a speaker on every segment, and the speakers found")] = False,
+    vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result = await _transcribe(request, file.file, settings, triton, model=model, language=language,
-                               chinese_script=chinese_script)
-    return _body(result, started, timestamps)
+                               chinese_script=chinese_script, diarize=diarize, vad_filter=vad_filter)
+    return _body(result, started, timestamps, diarize)
 
 
 @router.post("/transcribe/binary", dependencies=[Authenticated, Depends(raw_body), InFlightSlot])
@@ -95,16 +101,19 @@ async def transcribe_binary(
     timestamps: Annotated[bool, Query()] = False,
     language: Annotated[str | None, Query()] = None,
     chinese_script: Annotated[str | None, Query()] = None,
+    vad_filter: Annotated[bool | None, Query()] = None,
+    diarize: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result = await _transcribe(request, body, settings, triton, model=model, language=language,
-                               chinese_script=chinese_script)
-    return _body(result, started, timestamps)
+                               chinese_script=chinese_script, diarize=diarize, vad_filter=vad_filter)
+    return _body(result, started, timestamps, diarize)
 
 
 @router.get("/models", dependencies=[Authenticated])
 async def legacy_models(settings: SettingsDep, triton: TritonDep) -> dict[str, Any]:
-    return {"success": True, "models": await triton.ready_models(), "default": settings.default_model}
+    return {"success": True, "models": await service.transcription_models(triton, settings),
+            "default": settings.default_model}
 
 
 @router.post("/stt/transcribe/", dependencies=[Authenticated, InFlightSlot])
@@ -117,11 +126,14 @@ async def stt_transcribe(
     language: Annotated[str | None, Form()] = None,
     beam_size: Annotated[int, Form(ge=0, le=16)] = 0,
     chinese_script: Annotated[str | None, Form()] = None,
+    diarize: Annotated[bool, Form()] = False,
+    vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result = await _transcribe(request, file.file, settings, triton, model=None, language=language,
-                               chinese_script=chinese_script, beam_size=beam_size)
-    return _body(result, started, timestamps=True)
+                               chinese_script=chinese_script, beam_size=beam_size, diarize=diarize,
+                               vad_filter=vad_filter)
+    return _body(result, started, timestamps=True, diarize=diarize)
 
 
 @router.get("/stt/health", dependencies=[Depends(require_token_for_health)])

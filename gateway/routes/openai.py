@@ -11,15 +11,15 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
-from gateway import chunks, errors, formats, service
+from gateway import chunks, diarization, errors, formats, service
 from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep, unless_client_leaves
-from gateway.errors import APIError, ModelNotFound
+from gateway.errors import APIError, InvalidRequest, ModelNotFound
 from gateway.results import Transcription
 
 log = logging.getLogger("gateway.openai")
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Authenticated])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 Granularity = Literal["segment", "word"]
 MODEL_ALIAS = "whisper-1"
 
@@ -75,11 +75,27 @@ async def _chain(first: Transcription, rest: AsyncIterator[Transcription]) -> As
 async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str,
                task: str, language: str | None, prompt: str | None, response_format: str, temperature: float,
                granularities: list[str] | None, stream: bool, chinese_script: str | None,
-               beam_size: int) -> Response:
+               beam_size: int, vad_filter: bool | None = None,
+               speakers: SpeakerFields | None = None) -> Response:
     words = "word" in (granularities or [])
     conversion = service.conversion_for(settings, chinese_script, language)
     options = service.options_for(language=language, task=task, prompt=prompt, word_timestamps=words,
-                                  beam_size=beam_size, temperature=temperature)
+                                  beam_size=beam_size, temperature=temperature, vad_filter=vad_filter)
+    if speakers is not None and (speakers.diarize or response_format == "diarized_json"):
+        if task != "transcribe":
+            raise InvalidRequest("Diarization is only available for transcriptions", param="response_format",
+                                 code="invalid_value")
+        if stream:
+            raise InvalidRequest("stream=true cannot be combined with diarization", param="stream",
+                                 code="invalid_value")
+        diarize, references = speakers.checked(settings)
+        result = await unless_client_leaves(request, service.transcribe(
+            file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion,
+            diarize=diarize, references=references))
+        return _render(result, response_format, words)
+    if response_format == "diarized_json":
+        raise InvalidRequest("diarized_json is only available for transcriptions", param="response_format",
+                             code="invalid_value")
     if stream:
         pieces = service.transcribe_in_pieces(file.file, settings=settings, triton=triton, model=model,
                                               options=options, conversion=conversion)
@@ -94,6 +110,21 @@ async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, fi
     return _render(result, response_format, words)
 
 
+class SpeakerFields:
+    """The diarization fields of a transcription request (``known_speaker_*`` as OpenAI names them)."""
+
+    def __init__(self, diarize: bool, names: list[str] | None, references: list[str] | None,
+                 min_speakers: int | None, max_speakers: int | None) -> None:
+        self.diarize, self.names, self.references = diarize, names, references
+        self.min_speakers, self.max_speakers = min_speakers, max_speakers
+
+    def checked(self, settings: SettingsDep) -> tuple[diarization.DiarizeOptions, dict[str, bytes]]:
+        return diarization.request_options(names=self.names, references=self.references,
+                                           min_speakers=self.min_speakers, max_speakers=self.max_speakers,
+                                           limit_speakers=settings.max_speakers,
+                                           limit_references=settings.max_speaker_references)
+
+
 FileField = Annotated[UploadFile, File(description="Audio or video file (wav, mp3, flac, ogg, m4a, webm, mp4, ...)")]
 ModelField = Annotated[str, Form(description="Triton model name; whisper-1 = the default model")]
 FormatField = Annotated[ResponseFormat, Form()]
@@ -102,6 +133,8 @@ GranularityField = Annotated[list[Granularity] | None, Form(alias="timestamp_gra
 ScriptField = Annotated[str | None, Form(description="Chinese output: s2twp (default), s2t, s2tw, s2hk, "
                                                      "simplified (t2s), none")]
 BeamField = Annotated[int, Form(ge=0, le=16, description="0 = the model's default")]
+VadField = Annotated[bool | None, Form(description="true: decode only what the VAD calls speech; false: every "
+                                                   "sample (faster-whisper's default); empty: the model's default")]
 
 
 @router.post("/audio/transcriptions", dependencies=[InFlightSlot])
@@ -119,11 +152,19 @@ async def create_transcription(
     stream: Annotated[bool, Form()] = False,
     chinese_script: ScriptField = None,
     beam_size: BeamField = 0,
+    vad_filter: VadField = None,
+    diarize: Annotated[bool, Form(description="Speakers on the segments in any format (diarized_json implies it)")] = False,
+    known_speaker_names: Annotated[list[str] | None, Form(alias="known_speaker_names[]")] = None,
+    known_speaker_references: Annotated[list[str] | None, Form(alias="known_speaker_references[]",
+                                                               description="data:audio/...;base64, one per name")] = None,
+    min_speakers: Annotated[int | None, Form(ge=1, le=32)] = None,
+    max_speakers: Annotated[int | None, Form(ge=1, le=32)] = None,
 ) -> Response:
+    speakers = SpeakerFields(diarize, known_speaker_names, known_speaker_references, min_speakers, max_speakers)
     return await _run(request, settings, triton, file=file, model=model, task="transcribe", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script=chinese_script,
-                      beam_size=beam_size)
+                      beam_size=beam_size, vad_filter=vad_filter, speakers=speakers)
 
 
 @router.post("/audio/translations", dependencies=[InFlightSlot])
@@ -140,11 +181,12 @@ async def create_translation(
     timestamp_granularities: GranularityField = None,
     stream: Annotated[bool, Form()] = False,
     beam_size: BeamField = 0,
+    vad_filter: VadField = None,
 ) -> Response:
     return await _run(request, settings, triton, file=file, model=model, task="translate", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script="none",
-                      beam_size=beam_size)
+                      beam_size=beam_size, vad_filter=vad_filter)
 
 
 def _model_card(name: str) -> dict[str, object]:
@@ -152,7 +194,7 @@ def _model_card(name: str) -> dict[str, object]:
 
 
 async def _model_ids(settings: SettingsDep, triton: TritonDep) -> list[str]:
-    ready = await triton.ready_models()
+    ready = await service.transcription_models(triton, settings)
     return ready + ([MODEL_ALIAS] if settings.default_model in ready else [])
 
 

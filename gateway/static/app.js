@@ -1,5 +1,7 @@
 "use strict";
 // Upload page: posts to /v1/audio/{transcriptions,translations} (verbose_json) and offers TXT/SRT/VTT.
+// With "Speakers" ticked it asks for diarize=true: a speaker column, one colour per speaker, and the
+// speakers in the SRT (Speaker A: ...) and VTT (<v Speaker A>...) downloads, as the server writes them.
 (function () {
   const $ = (id) => document.getElementById(id);
   const form = $("form"), fileInput = $("file"), drop = $("drop"), submit = $("submit");
@@ -43,15 +45,25 @@
     const s = Math.floor(ms / 1000); ms -= s * 1000;
     return pad(h, 2) + ":" + pad(m, 2) + ":" + pad(s, 2) + sep + pad(ms, 3);
   }
+  // An unnamed speaker (A, B, ...) reads "Speaker A"; a named one keeps its name (gateway/formats.py).
+  function who(speaker) { return /^[A-Z]{1,2}$/.test(speaker) ? "Speaker " + speaker : speaker; }
+  function voice(speaker) {
+    return "<v " + who(speaker).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").split(/\s+/).join(" ") + ">";
+  }
   function cues() {
-    return result.segments.map((s) => [s.start, Math.max(s.start, s.end), s.text.trim().split(/\s+/).join(" ")])
+    return result.segments.map((s) => [s.start, Math.max(s.start, s.end), s.text.trim().split(/\s+/).join(" "), s.speaker])
                           .filter((c) => c[2]);
   }
   const builders = {
     txt: () => result.text + "\n",
-    srt: () => cues().map((c, i) => (i + 1) + "\n" + stamp(c[0], ",") + " --> " + stamp(c[1], ",") + "\n" + c[2] + "\n").join("\n"),
-    vtt: () => "WEBVTT\n\n" + cues().map((c) => stamp(c[0], ".") + " --> " + stamp(c[1], ".") + "\n" + c[2] + "\n").join("\n"),
+    srt: () => cues().map((c, i) => (i + 1) + "\n" + stamp(c[0], ",") + " --> " + stamp(c[1], ",") + "\n" +
+                                    (c[3] ? who(c[3]) + ": " : "") + c[2] + "\n").join("\n"),
+    vtt: () => "WEBVTT\n\n" + cues().map((c) => stamp(c[0], ".") + " --> " + stamp(c[1], ".") + "\n" +
+                                             (c[3] ? voice(c[3]) : "") + c[2] + "\n").join("\n"),
   };
+  // One colour per speaker, in order of appearance: eight distinct hues, then the golden angle.
+  const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+  function colour(index) { return index < PALETTE.length ? PALETTE[index] : "hsl(" + ((index * 137.5) % 360) + ", 60%, 40%)"; }
   const types = { txt: "text/plain", srt: "application/x-subrip", vtt: "text/vtt" };
   Object.keys(builders).forEach((kind) => $("dl-" + kind).addEventListener("click", () => {
     const blob = new Blob([builders[kind]()], { type: types[kind] + ";charset=utf-8" });
@@ -69,11 +81,23 @@
     $("meta").textContent = "(" + body.language + ", " + body.duration.toFixed(1) + " s)";
     const tbody = $("segments").querySelector("tbody");
     tbody.replaceChildren();
+    const speakers = [];
+    body.segments.forEach((s) => { if (s.speaker && !speakers.includes(s.speaker)) speakers.push(s.speaker); });
+    $("speaker-col").hidden = speakers.length === 0;
     body.segments.forEach((s) => {
       const row = tbody.insertRow();
       row.insertCell().textContent = stamp(s.start, ".");
       row.insertCell().textContent = stamp(s.end, ".");
       row.cells[0].className = row.cells[1].className = "time";
+      if (speakers.length) {
+        const cell = row.insertCell();
+        cell.className = "speaker";
+        cell.textContent = s.speaker ? who(s.speaker) : "";
+        if (s.speaker) {
+          cell.dataset.speaker = s.speaker;
+          cell.style.color = colour(speakers.indexOf(s.speaker));
+        }
+      }
       row.insertCell().textContent = s.text.trim();
     });
     $("result").hidden = false;
@@ -95,6 +119,7 @@
     if ($("task").value === "transcribe" && $("chinese").value) data.append("chinese_script", $("chinese").value);
     data.append("timestamp_granularities[]", "segment");
     if ($("words").checked) data.append("timestamp_granularities[]", "word");
+    if ($("diarize").checked && $("task").value === "transcribe") data.append("diarize", "true");
     const url = $("task").value === "translate" ? "/v1/audio/translations" : "/v1/audio/transcriptions";
 
     const xhr = new XMLHttpRequest();

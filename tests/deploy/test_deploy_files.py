@@ -145,8 +145,11 @@ def test_gateway_settings_are_all_forwarded(no_env):
     assert expected | {"API_KEY"} == set(environment)
     for name, field in fields.items():
         key = f"GATEWAY_{name.upper()}"
-        # compose's Triton is `triton`, not localhost; its jobs live on the gateway-jobs volume
-        if key in expected and key not in ("GATEWAY_TRITON_URL", "GATEWAY_JOBS_DIR"):
+        # compose's Triton is `triton`, not localhost; its jobs live on the gateway-jobs volume; the unset
+        # secrets (None in Settings) are empty strings in compose, which the gateway reads as unset
+        if key in ("GATEWAY_JOBS_DATABASE_URL", "GATEWAY_WEBHOOK_SECRET"):
+            assert field.default is None and environment[key] == "", key
+        elif key in expected and key not in ("GATEWAY_TRITON_URL", "GATEWAY_JOBS_DIR"):
             default = field.default
             want = str(default).lower() if isinstance(default, bool) else str(default)
             assert str(environment[key]) == want, f"{key}: compose {environment[key]!r}, gateway {default!r}"
@@ -426,16 +429,35 @@ def test_gpu_config_matches_cpu_interface():
     assert "allow_ragged_batch: true" in gpu
 
 
-def test_k8s_jobs_have_one_writer_and_a_volume():
-    """SQLite wants one writer on a local disk: one replica, a volume at GATEWAY_JOBS_DIR, /v1/jobs routed to it."""
+def test_k8s_gateway_replicas_share_a_postgres_job_queue():
+    """Issue 14: no single-writer jobs StatefulSet; every gateway replica serves jobs from PostgreSQL."""
     docs = _k8s_docs()
-    jobs = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "gateway-jobs")
-    assert jobs["spec"]["replicas"] == 1
-    (container,) = jobs["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    claim = jobs["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
-    assert mounts[claim] == env["GATEWAY_JOBS_DIR"]
+    assert not any(d["metadata"]["name"] == "gateway-jobs" for d in docs)
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+    assert gateway["spec"]["replicas"] >= 2
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GATEWAY_JOBS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "whisper-jobs-db"
+    assert env["GATEWAY_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    postgres = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "postgres")
+    (db,) = postgres["spec"]["template"]["spec"]["containers"]
+    claim = postgres["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert {m["name"] for m in db["volumeMounts"]} == {claim}
+    assert "pg_isready" in db["readinessProbe"]["exec"]["command"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "postgres")
+    assert service["spec"]["ports"][0]["port"] == 5432
     ingress = next(d for d in docs if d["kind"] == "Ingress")
     routes = {p["path"]: p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
-    assert routes["/v1/jobs"] == "gateway-jobs" and routes["/"] == "gateway"
+    assert routes == {"/": "gateway"}
+
+
+def test_compose_postgres_profile(no_env):
+    """The `postgres` profile adds the job queue's database; the gateways reach it by its service name."""
+    config = _compose_config([COMPOSE], "postgres", no_env)
+    postgres = config["services"]["postgres"]
+    assert postgres["profiles"] == ["postgres"] and "ports" not in postgres
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert any(v["source"] == "jobs-postgres" if isinstance(v, dict) else v.startswith("jobs-postgres:")
+               for v in postgres["volumes"])
+    example = (DEPLOY / ".env.example").read_text()
+    assert "GATEWAY_JOBS_DATABASE_URL=postgresql://whisper:change-me@postgres:5432/whisper" in example

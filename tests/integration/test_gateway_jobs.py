@@ -13,8 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks import conversations
+from benchmarks.der import der
 from client.audio import encode_wav
 from tests.helpers import audio_of, clip, wer
+from tests.integration.test_diarization import DER_BOUND, _truth_at
 from tests.jobs_gateway import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -223,3 +226,34 @@ def test_job_interrupted_too_often_is_failed(triton, long_clip, tmp_path):
         assert r.status_code == 409 and r.json()["error"]["code"] == "job_failed"
         assert "interrupted" in r.json()["error"]["message"]
         assert list((jobs_dir / "audio").iterdir()) == []
+
+
+# Two LibriSpeech speakers, whole clips 0.6 s apart (A B A B A, 40 s): both speak in every 15 s chunk.
+TWO_SPEAKERS = [("ls1089", "en/1089-134686-0000.wav"), ("ls1221", "en/1221-135766-0000.flac"),
+                ("ls1089", "en/1089-134686-0002.wav"), ("ls1221", "en/1221-135766-0002.flac"),
+                ("ls1089", "en/1089-134686-0001.wav")]
+
+
+def test_diarized_job_labels_speakers_alike_in_every_chunk(triton, shared_audio, tmp_path):
+    conversation = conversations.from_clips(TWO_SPEAKERS, audio_dir=shared_audio)
+    path = tmp_path / "two.wav"
+    path.write_bytes(encode_wav(conversation.audio))
+    env = {"GATEWAY_JOBS_DIR": str(tmp_path / "jobs"), "GATEWAY_JOB_CHUNK_SECONDS": "15"}
+    with GatewayProcess(triton.grpc_url, tmp_path, **env) as gateway:
+        created = submit(gateway.url, path, diarize="true")
+        assert created["progress"]["chunk_count"] == 3
+        done = poll(gateway.url, created["id"], finished)
+        assert done["status"] == "succeeded", done
+        result = f"{gateway.url}/v1/jobs/{created['id']}/result"
+        body = httpx.get(result, params={"response_format": "diarized_json"}, timeout=10).json()
+        srt = httpx.get(result, params={"response_format": "srt"}, timeout=10).text
+    segments = body["segments"]
+    assert sorted({s["speaker"] for s in segments}) == ["A", "B"]
+    mapping = {}  # each label stands for one true speaker, in the order they first speak
+    for s in segments:
+        mapping.setdefault(s["speaker"], _truth_at(conversation, (s["start"] + s["end"]) / 2))
+    assert mapping == {"A": "ls1089", "B": "ls1221"}
+    scored = der(conversation.reference, [(s["start"], s["end"], s["speaker"]) for s in segments])
+    assert scored.der <= DER_BOUND and scored.mapping == mapping, scored
+    assert segments[-1]["speaker"] == "A" and segments[-1]["start"] > 30  # the last chunk agrees with the first
+    assert "Speaker A: " in srt and "Speaker B: " in srt

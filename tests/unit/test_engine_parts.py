@@ -14,7 +14,7 @@ from whisper_triton.guards import (
 from whisper_triton.segments import split_by_timestamps
 from whisper_triton.triton_io import parse_request, result_tensors
 from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
-from whisper_triton.windows import Span, fixed_windows, merge_spans
+from whisper_triton.windows import Span, cut_at_pauses, merge_spans, plan_windows
 
 SR = 16000
 TB = 50364  # timestamp_begin of the multilingual vocabulary
@@ -34,9 +34,29 @@ def test_merge_spans_of_nothing_is_nothing():
     assert merge_spans([], 30 * SR) == []
 
 
-def test_fixed_windows_cover_the_audio():
-    assert fixed_windows(65 * SR, 30 * SR) == [Span(0, 30 * SR), Span(30 * SR, 60 * SR), Span(60 * SR, 65 * SR)]
-    assert fixed_windows(0, 30 * SR) == []
+def test_cuts_fall_in_the_middle_of_the_last_pause_before_30s():
+    speech = [Span(0, 20 * SR), Span(22 * SR, 40 * SR), Span(41 * SR, 65 * SR)]
+    assert cut_at_pauses(65 * SR, speech, 30 * SR, 10 * SR) == [Span(0, 21 * SR), Span(21 * SR, int(40.5 * SR)),
+                                                                 Span(int(40.5 * SR), 65 * SR)]
+
+
+def test_cuts_tile_the_audio_when_speech_never_pauses():
+    assert cut_at_pauses(65 * SR, [Span(0, 65 * SR)], 30 * SR, 10 * SR) == [Span(0, 30 * SR), Span(30 * SR, 60 * SR),
+                                                                           Span(60 * SR, 65 * SR)]
+    assert cut_at_pauses(20 * SR, [], 30 * SR, 10 * SR) == [Span(0, 20 * SR)]
+    assert cut_at_pauses(0, [], 30 * SR, 10 * SR) == []
+
+
+def test_a_pause_too_early_is_not_used():
+    """A cut must leave at least ``min_samples`` in the window: a pause at 2 s is passed over."""
+    speech = [Span(0, 1 * SR), Span(3 * SR, 50 * SR)]
+    assert cut_at_pauses(50 * SR, speech, 30 * SR, 10 * SR)[0] == Span(0, 30 * SR)
+
+
+def test_without_vad_filter_a_short_clip_is_one_window_and_no_vad_runs():
+    audio = np.zeros(12 * SR, dtype=np.float32)
+    assert plan_windows(audio, vad_filter=False) == [(Span(0, 12 * SR), None)]
+    assert plan_windows(audio[:0], vad_filter=False) == []
 
 
 # ---------------------------------------------------------------- features
@@ -52,6 +72,13 @@ def test_context_margin_adds_trailing_silence_above_the_floor():
     assert context_frames(1 * SR, floor_s=5, margin_s=3) == 500  # the floor still holds for short windows
     assert context_frames(int(10.005 * SR), floor_s=5, margin_s=3) == 1302  # rounded up to even
     assert context_frames(29 * SR, floor_s=5, margin_s=3) == FULL_CONTEXT_FRAMES  # never past 30 s
+
+
+def test_context_rounds_up_to_its_step_so_a_window_gets_the_same_context_in_any_batch():
+    assert context_frames(3 * SR, floor_s=8, margin_s=3, step_s=4) == 800  # the 8 s floor, already a step
+    assert context_frames(int(5.5 * SR), floor_s=8, margin_s=3, step_s=4) == 1200  # 8.5 s -> 12 s
+    assert context_frames(int(9.5 * SR), floor_s=8, margin_s=3, step_s=4) == 1600  # 12.5 s -> 16 s
+    assert context_frames(27 * SR, floor_s=8, margin_s=3, step_s=4) == FULL_CONTEXT_FRAMES
 
 
 def test_token_budget_scales_with_audio_and_respects_the_model_limit():
@@ -76,8 +103,39 @@ def test_batch_features_pad_to_context():
     rng = np.random.default_rng(0)
     feats = batch_features(extractor, [rng.standard_normal(SR).astype(np.float32) * 0.1, np.zeros(3 * SR, np.float32)], 1500)
     assert feats.shape == (2, 80, 1500) and feats.dtype == np.float32
-    # Frames past the clip are zero-padded audio: they all hold the clip's floor value.
-    assert np.allclose(feats[0, :, 200:], feats[0, :, 200:].min())
+    # The clip's frames are faster-whisper's own features of the clip (transcribe: the log-mel of the whole
+    # clip with one hop of padding, last frame dropped); frames past it are zero, as its pad_or_trim makes them.
+    clip = rng.standard_normal(SR).astype(np.float32) * 0.1
+    own = extractor(clip, padding=160)[:, :-1]
+    feats = batch_features(extractor, [clip], 3000)
+    assert own.shape == (80, 100)
+    assert np.array_equal(feats[0, :, :100], own) and not feats[0, :, 100:].any()
+
+
+def test_unfinished_tail_is_the_segment_after_the_last_timestamp_pair():
+    from whisper_triton.segments import unfinished_tail
+
+    done = [TB + 0, 1, 2, TB + 50, TB + 50, 3, TB + 100]  # ends in a single timestamp: finished
+    assert unfinished_tail(done, TB) is None
+    cut_off = [TB + 0, 1, 2, TB + 50, TB + 50, 3, 4]  # the second segment never closed
+    assert unfinished_tail(cut_off, TB) == 4 and cut_off[3] == TB + 50
+    assert unfinished_tail([TB + 0, 1, 2, TB + 50, TB + 50], TB) == 4  # ends on a pair: seek to its first stamp
+    assert unfinished_tail([1, 2, 3], TB) is None  # no timestamps at all: the window counts as decoded
+
+
+def test_an_unknown_parameter_fails_the_load_by_name():
+    with pytest.raises(ValueError, match="'context_flor_s' is unknown"):
+        EngineConfig.from_parameters({"context_flor_s": "8"})
+
+
+def test_engine_defaults_are_the_ones_config_pbtxt_ships():
+    """One source for defaults: EngineConfig() equals the parameters of model_repository/whisper."""
+    from pathlib import Path
+
+    from benchmarks.inprocess import deployed_parameters
+
+    shipped = EngineConfig.from_parameters(deployed_parameters(Path(__file__).resolve().parents[2] / "model_repository"))
+    assert shipped == EngineConfig()
 
 
 # ---------------------------------------------------------------- batching
@@ -163,12 +221,12 @@ def test_split_unfinished_tail_runs_to_window_end():
 
 # ---------------------------------------------------------------- config
 def test_config_from_triton_parameters():
-    cfg = EngineConfig.from_parameters({"beam_size": {"string_value": "3"}, "vad": {"string_value": "false"},
+    cfg = EngineConfig.from_parameters({"beam_size": {"string_value": "3"}, "vad_filter": {"string_value": "true"},
                                         "fallback_temperatures": {"string_value": "0.0, 0.5"}})
-    assert (cfg.beam_size, cfg.vad, cfg.fallback_temperatures) == (3, False, (0.0, 0.5))
+    assert (cfg.beam_size, cfg.vad_filter, cfg.fallback_temperatures) == (3, True, (0.0, 0.5))
 
 
-@pytest.mark.parametrize("key,value", [("beam_size", "zero"), ("beam_size", "0"), ("vad", "maybe"), ("device", "tpu"),
+@pytest.mark.parametrize("key,value", [("beam_size", "zero"), ("beam_size", "0"), ("vad_filter", "maybe"), ("device", "tpu"),
                                        ("context_floor_s", "40")])
 def test_config_errors_name_the_parameter(key, value):
     with pytest.raises(ValueError, match=f"parameter '{key}'"):
@@ -183,10 +241,17 @@ def _getter(tensors):
 def test_parse_request_reads_optional_inputs():
     tensors = {"AUDIO": np.ones((1, 800), np.float32), "LANGUAGE": np.array([[b"zh"]], dtype=object),
                "TASK": np.array([[b"translate"]], dtype=object), "WORD_TIMESTAMPS": np.array([[True]]),
-               "BEAM_SIZE": np.array([[2]], np.int32), "TEMPERATURE": np.array([[0.0]], np.float32)}
+               "BEAM_SIZE": np.array([[2]], np.int32), "TEMPERATURE": np.array([[0.0]], np.float32),
+               "VAD_FILTER": np.array([[b"true"]], dtype=object)}
     req = parse_request(None, _getter(tensors))
     assert req.audio.shape == (800,)
     assert (req.options.language, req.options.task, req.options.word_timestamps, req.options.beam_size) == ("zh", "translate", True, 2)
+    assert req.options.vad_filter is True
+    tensors["VAD_FILTER"] = np.array([[b""]], dtype=object)
+    assert parse_request(None, _getter(tensors)).options.vad_filter is None  # the model's default
+    tensors["VAD_FILTER"] = np.array([[b"maybe"]], dtype=object)
+    with pytest.raises(InvalidRequest, match="VAD_FILTER"):
+        parse_request(None, _getter(tensors))
 
 
 def test_parse_request_audio_only_defaults():

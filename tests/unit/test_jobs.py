@@ -15,13 +15,18 @@ from fastapi.testclient import TestClient
 
 from client.audio import encode_wav
 from gateway import jobs as jobs_module
-from gateway.chunks import drop_repeats, merge, shift, split_chunks
+from gateway import diarization
+from gateway.chunks import drop_repeats, merge, on_timeline, shift, split_chunks
 from gateway.config import Settings
 from gateway.deps import get_triton
+from gateway.diarization import DiarizeOptions
 from gateway.errors import InvalidRequest, ServiceUnavailable, TooManyRequests
-from gateway.jobs import JobRunner, JobStore, result_from_dict, result_to_dict
+from gateway.jobs import JobRunner, audio, result_from_dict, result_to_dict
+from gateway.jobs.api import JobList, JobObject
+from gateway.jobs.sqlite import SQLiteStore
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
+from gateway.triton import SpeakerWindows
 
 RATE = 16000
 
@@ -155,25 +160,27 @@ def test_result_json_round_trip():
 
 # ---------------------------------------------------------------------------------------------- store
 
-def make_job(store: JobStore, seconds: float = 20.0, chunk_seconds: float = 10.0, **kw):
+def make_job(store: SQLiteStore, seconds: float = 20.0, chunk_seconds: float = 10.0, **kw):
     samples = flat(seconds)
     return store.create(samples, model=kw.get("model", "whisper"), options=kw.get("options", Options(language="en")),
                         conversion="s2twp", words=kw.get("words", False), chunks=split_chunks(samples, chunk_seconds))
 
 
 def test_store_persists_across_reopen(tmp_path):
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     job = make_job(store, options=Options(language="en", prompt="names", word_timestamps=True), words=True)
     assert job.status == "queued" and len(job.id) == 32 and job.chunk_count == 2
-    audio = store.audio_path(job)
-    assert audio.name == f"{job.id}.npy" and np.load(audio).size == 20 * RATE
+    files = store.audio_files(job.id)  # one FLAC per chunk, named by the job's id
+    assert [f.name for f in files] == [f"{job.id}.0.flac", f"{job.id}.1.flac"]
+    assert [audio.decode(f.read_bytes()).size for f in files] == [e - s for s, e in job.chunks]
     claimed = store.claim_next()
     assert claimed.id == job.id and claimed.status == "running" and claimed.attempts == 1
     chunk = Transcription("a", "en", 10.0, (Segment(0, 1.0, 2.0, " a"),))
-    store.save_chunk(job.id, 0, chunk, attempt=1, progress_s=10.0)
+    store.save_chunk(claimed, 0, chunk, progress_s=10.0)
+    assert [f.name for f in store.audio_files(job.id)] == [f"{job.id}.1.flac"]  # a committed chunk's audio goes
     store.close()
 
-    reopened = JobStore(tmp_path)
+    reopened = SQLiteStore(tmp_path)
     again = reopened.get(job.id)
     assert again.status == "running" and again.chunks_done == 1 and again.progress_s == 10.0
     assert again.options == Options(language="en", prompt="names", word_timestamps=True) and again.words
@@ -185,7 +192,7 @@ def test_store_persists_across_reopen(tmp_path):
 
 
 def test_claim_oldest_first_and_recent_newest_first(tmp_path):
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     ids = [make_job(store, seconds=2).id for _ in range(3)]
     assert [j.id for j in store.recent(10)] == ids[::-1]
     assert [j.id for j in store.recent(2)] == ids[:0:-1]
@@ -194,21 +201,20 @@ def test_claim_oldest_first_and_recent_newest_first(tmp_path):
 
 
 def test_finish_cancel_and_delete_remove_the_audio(tmp_path):
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     done, cancelled, deleted = (make_job(store, seconds=2) for _ in range(3))
-    store.claim_next()
-    store.succeed(done.id, Transcription("ok", "en", 2.0))
+    store.succeed(store.claim_next(), Transcription("ok", "en", 2.0))
     assert store.get(done.id).status == "succeeded" and store.result(done.id).text == "ok"
     assert store.get(done.id).finished_at is not None
     assert store.cancel(cancelled.id).status == "cancelled"
     assert store.delete(deleted.id) and store.get(deleted.id) is None and not store.delete(deleted.id)
     assert list(store.audio_dir.iterdir()) == []
     with pytest.raises(jobs_module.JobGone):  # a cancelled job takes no more chunks
-        store.save_chunk(cancelled.id, 0, Transcription("x", "en", 1.0), attempt=1, progress_s=1.0)
+        store.save_chunk(cancelled, 0, Transcription("x", "en", 1.0), progress_s=1.0)
 
 
 def test_recovery_requeues_then_fails_after_max_attempts(tmp_path):
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     job = make_job(store)
     for interruption in (1, 2):
         store.claim_next()  # a runner took it ... and the process died
@@ -222,23 +228,23 @@ def test_recovery_requeues_then_fails_after_max_attempts(tmp_path):
     dead = store.get(job.id)
     assert dead.status == "failed" and dead.error["code"] == "job_interrupted"
     assert "interrupted 3 times" in dead.error["message"]
-    assert not store.audio_path(dead).exists()
+    assert store.audio_files(dead.id) == []
 
 
 def test_recovery_removes_old_orphan_files_only(tmp_path):
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     job = make_job(store, seconds=2)
     old, young = store.audio_dir / "old.npy", store.audio_dir / "young.npy.tmp"
     for path in (old, young):
         path.write_bytes(b"x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     store.recover(max_attempts=3)
-    assert sorted(p.name for p in store.audio_dir.iterdir()) == sorted([f"{job.id}.npy", "young.npy.tmp"])
+    assert sorted(p.name for p in store.audio_dir.iterdir()) == sorted([f"{job.id}.0.flac", "young.npy.tmp"])
 
 
 # --------------------------------------------------------------------------------------------- runner
 
-async def wait_status(store: JobStore, job_id: str, statuses: tuple[str, ...], timeout: float = 10.0):
+async def wait_status(store: SQLiteStore, job_id: str, statuses: tuple[str, ...], timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = await asyncio.to_thread(store.get, job_id)
@@ -248,19 +254,24 @@ async def wait_status(store: JobStore, job_id: str, statuses: tuple[str, ...], t
     raise AssertionError(f"job stayed {job.status}")
 
 
-def runner_for(store: JobStore, fake: FakeTriton, **kw) -> JobRunner:
+def runner_for(store: SQLiteStore, fake: FakeTriton, **kw) -> JobRunner:
     return JobRunner(store, fake, poll_s=0.02, backoff_s=(0.01, 0.02), **kw)
 
 
-async def test_runner_transcribes_every_chunk_and_merges(tmp_path):
-    store, fake = JobStore(tmp_path), FakeTriton()
-    job = make_job(store, seconds=30, options=Options(language="en", word_timestamps=True), words=True)
+async def run_to_end(store, fake, job_id: str):
+    """A runner over ``store`` and ``fake`` until the job has ended; the job as it ended."""
     runner = runner_for(store, fake)
     runner.start()
     try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
+        return await wait_status(store, job_id, ("succeeded", "failed"))
     finally:
         await runner.stop()
+
+
+async def test_runner_transcribes_every_chunk_and_merges(tmp_path):
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
+    job = make_job(store, seconds=30, options=Options(language="en", word_timestamps=True), words=True)
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded", done.error
     assert done.chunks_done == done.chunk_count == 3 and done.progress_s == pytest.approx(30.0)
     assert fake.calls == [e - s for s, e in job.chunks]
@@ -273,19 +284,19 @@ async def test_runner_transcribes_every_chunk_and_merges(tmp_path):
     assert [s.start for s in result.segments] == pytest.approx([a + 0.5 for a in starts])
     assert [s.end for s in result.segments] == pytest.approx(ends)  # past the chunk end: clamped to it
     assert [w.word for w in result.words] == [" chunk", " 1", " chunk", " 2", " chunk", " 3"]
-    assert not store.audio_path(job).exists()
+    assert store.audio_files(job.id) == []
     store.close()
 
 
 async def test_runner_resumes_after_a_crash_without_redoing_chunks(tmp_path):
-    store, fake = JobStore(tmp_path), FakeTriton()
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
     job = make_job(store, seconds=30)
-    store.claim_next()
-    store.save_chunk(job.id, 0, shift(Transcription("before", "en", 10.0, (Segment(0, 0.0, 2.0, " before"),)),
-                                      0.0, job.chunks[0][1] / RATE), attempt=1, progress_s=job.chunks[0][1] / RATE)
+    claimed = store.claim_next()
+    store.save_chunk(claimed, 0, shift(Transcription("before", "en", 10.0, (Segment(0, 0.0, 2.0, " before"),)),
+                                       0.0, job.chunks[0][1] / RATE), progress_s=job.chunks[0][1] / RATE)
     store.close()  # ... the process died here, the job still "running"
 
-    store = JobStore(tmp_path)
+    store = SQLiteStore(tmp_path)
     runner = runner_for(store, fake, max_attempts=3)
     runner.start()
     try:
@@ -301,38 +312,28 @@ async def test_runner_resumes_after_a_crash_without_redoing_chunks(tmp_path):
 
 
 async def test_runner_retries_while_triton_is_unavailable(tmp_path):
-    store, fake = JobStore(tmp_path), FakeTriton()
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
     fake.failures = [ServiceUnavailable("The inference server is unavailable"), TooManyRequests("busy")]
     job = make_job(store, seconds=5)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "succeeded" and store.result(job.id).text == "chunk 1"
     store.close()
 
 
 async def test_runner_fails_a_job_with_the_error_message(tmp_path):
-    store, fake = JobStore(tmp_path), FakeTriton()
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
     fake.failures = [InvalidRequest("Unsupported language 'xx'", param="language")]
     job = make_job(store, seconds=5)
-    runner = runner_for(store, fake)
-    runner.start()
-    try:
-        done = await wait_status(store, job.id, ("succeeded", "failed"))
-    finally:
-        await runner.stop()
+    done = await run_to_end(store, fake, job.id)
     assert done.status == "failed"
     assert done.error == {"message": "Unsupported language 'xx'", "type": "invalid_request_error",
                           "code": "invalid_request"}
-    assert not store.audio_path(job).exists()
+    assert store.audio_files(job.id) == []
     store.close()
 
 
 async def test_clean_stop_requeues_without_counting_an_interruption(tmp_path):
-    store, fake = JobStore(tmp_path), FakeTriton()
+    store, fake = SQLiteStore(tmp_path), FakeTriton()
     fake.gate = asyncio.Event()  # the first chunk never answers
     job = make_job(store, seconds=25)
     runner = runner_for(store, fake)
@@ -345,7 +346,7 @@ async def test_clean_stop_requeues_without_counting_an_interruption(tmp_path):
 
 
 async def test_a_second_runner_on_the_same_directory_waits_for_the_lock(tmp_path):
-    first, second = JobStore(tmp_path), JobStore(tmp_path)
+    first, second = SQLiteStore(tmp_path), SQLiteStore(tmp_path)
     assert first.try_runner_lock() and not second.try_runner_lock()
     first.release_runner_lock()
     assert second.try_runner_lock()
@@ -405,6 +406,9 @@ def test_submit_poll_and_fetch_every_format(api):
 
     listed = client.get("/v1/jobs", params={"limit": 5}).json()
     assert listed["object"] == "list" and [j["id"] for j in listed["data"]] == [created["id"]]
+    JobObject.model_validate(created), JobObject.model_validate(done), JobList.model_validate(listed)
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"JobObject", "JobList", "JobDeleted"} <= set(schemas)  # /docs shows the shapes
     assert client.delete(f"/v1/jobs/{created['id']}").json() == {
         "id": created["id"], "object": "transcription.job.deleted", "deleted": True}
     assert client.get(f"/v1/jobs/{created['id']}").status_code == 404
@@ -483,3 +487,200 @@ def test_default_jobs_dir_is_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("GATEWAY_JOBS_DIR", raising=False)  # tests/conftest.py points it at a temporary directory
     assert Settings(_env_file=None).jobs_dir == Path(tmp_path) / ".cache/whisper-triton/jobs"
+
+
+# ---------------------------------------------------------------------- limits, workers, webhooks (API)
+
+async def test_a_short_job_is_not_stuck_behind_long_ones(tmp_path):
+    """Issue 11 item 6: two long jobs hold the workers' attention; a short one submitted after them still
+    finishes first (one of two workers takes the job with the least audio left)."""
+
+    class SlowLong(FakeTriton):
+        async def transcribe(self, model, audio, options):
+            if audio.size > 5 * RATE:
+                await asyncio.Event().wait()  # long chunks never finish in this test
+            return await super().transcribe(model, audio, options)
+
+    store, fake = SQLiteStore(tmp_path), SlowLong()
+    long_jobs = [make_job(store, seconds=60) for _ in range(2)]
+    short = make_job(store, seconds=3)
+    runner = runner_for(store, fake, workers=2)
+    runner.start()
+    try:
+        done = await wait_status(store, short.id, ("succeeded", "failed"))
+        assert done.status == "succeeded"
+        assert store.get(long_jobs[0].id).status == "running"  # the oldest is being worked on meanwhile
+        assert all(store.get(j.id).chunks_done == 0 for j in long_jobs)
+    finally:
+        await runner.stop()
+    store.close()
+
+
+SECRET = "whsec_" + __import__("base64").b64encode(b"k" * 32).decode()
+
+
+def test_callback_url_needs_webhooks_on_and_a_public_http_url(tmp_path):
+    upload = {"file": ("a.wav", wav_bytes(noise(1)), "audio/wav")}
+    off = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "off"))
+    off.state.triton = FakeTriton()
+    with TestClient(off) as client:
+        r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://example.com/hook"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "webhooks_disabled"
+    on = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "on", webhook_secret=SECRET))
+    on.state.triton = FakeTriton()
+    with TestClient(on) as client:
+        for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/", "ftp://example.com/"):
+            r = client.post("/v1/jobs", files=upload, data={"callback_url": url})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == {"message": r.json()["error"]["message"], "type": "invalid_request_error",
+                                         "param": "callback_url", "code": "invalid_callback_url"}
+        for metadata in ("[1, 2]", "not json", "{" + '"k": "' + "x" * 5000 + '"}'):
+            r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://8.8.8.8/h",
+                                                            "callback_metadata": metadata})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "callback_metadata", r.text
+        assert client.get("/v1/jobs").json()["data"] == []  # nothing refused was kept
+        r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://8.8.8.8/h",
+                                                        "callback_metadata": '{"ticket": "A-1"}'})
+        assert r.status_code == 202, r.text
+        assert r.json()["callback_url"] == "https://8.8.8.8/h" and r.json()["callback_metadata"] == {"ticket": "A-1"}
+
+
+def test_per_client_queue_limit_and_storage_quota_are_429(tmp_path):
+    fake = FakeTriton()
+    fake.gate = asyncio.Event()  # nothing finishes
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_max_active_per_client=2,
+                              job_storage_quota_mb=0.2))
+    app.state.triton = fake
+    with TestClient(app) as client:
+        def submit(seconds: float):
+            return client.post("/v1/jobs", files={"file": ("a.wav", wav_bytes(noise(seconds, seed=int(seconds))),
+                                                           "audio/wav")})
+        assert submit(1).status_code == 202 and submit(1.5).status_code == 202
+        r = submit(2)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "job_quota_exceeded"
+        assert r.json()["error"]["type"] == "rate_limit_error" and "unfinished jobs" in r.json()["error"]["message"]
+        for job in client.get("/v1/jobs").json()["data"]:
+            client.post(f"/v1/jobs/{job['id']}/cancel")
+        r = submit(20)  # white noise does not compress: about 0.6 MB of FLAC, over the 0.2 MiB quota
+        assert r.status_code == 429 and "The job queue is full" in r.json()["error"]["message"]
+        assert submit(2).status_code == 202
+
+
+# ------------------------------------------------------------------------------------------ diarization
+
+SPEAKER_AT = [(0.0, "A"), (8.0, "B"), (16.0, "A"), (24.0, "B")]  # (from, speaker) in the file; B is louder
+CHANGES = [t for t, _ in SPEAKER_AT[1:]]
+
+
+def two_speakers(seconds: float = 30.0) -> np.ndarray:
+    samples = np.empty(int(seconds * RATE), dtype=np.float32)
+    for (start, who), end in zip(SPEAKER_AT, CHANGES + [seconds]):
+        samples[int(start * RATE):int(end * RATE)] = 0.3 if who == "B" else 0.1
+    return samples
+
+
+def truth_at(t: float) -> str:
+    return [who for start, who in SPEAKER_AT if start <= t][-1]
+
+
+class DiarizingTriton(FakeTriton):
+    """Half-second segments ("sN"), and a speaker window per half second whose embedding is the voice the
+    audio's level stands for (the chunk's own timeline, as the real speaker model answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.speaker_calls: list[int] = []
+
+    async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
+        self.calls.append(audio.size)
+        duration = audio.size / RATE
+        segments = tuple(Segment(i, t, min(t + 0.5, duration), f" s{i}")
+                         for i, t in enumerate(np.arange(0.0, duration, 0.5).tolist()))
+        return Transcription(" ".join(s.text.strip() for s in segments), "en", duration, segments, options.task, model)
+
+    async def speaker_windows(self, model: str, audio: np.ndarray) -> SpeakerWindows:
+        assert model == "speaker"
+        self.speaker_calls.append(audio.size)
+        half = RATE // 2
+        starts = range(0, audio.size - half + 1, half)
+        voices = np.eye(2, 16, dtype=np.float32)
+        embeddings = np.stack([voices[int(np.abs(audio[s:s + half]).mean() > 0.2)] for s in starts])
+        spans = np.array([[s / RATE, (s + half) / RATE] for s in starts])
+        return SpeakerWindows(embeddings, spans, np.zeros(len(spans), dtype=np.int64))
+
+    async def ready_models(self) -> list[str]:
+        return ["speaker", "whisper", "whisper-tiny-en"]
+
+
+def check_speakers(result: Transcription) -> None:
+    """Every segment that does not cross a change of speaker has the true speaker (labels agree across chunks)."""
+    assert result.speakers == ["A", "B"]
+    inside = [s for s in result.segments if not any(s.start < t < s.end for t in CHANGES)]
+    assert len(inside) > 40
+    assert [s.speaker for s in inside] == [truth_at((s.start + s.end) / 2) for s in inside]
+
+
+async def test_a_diarized_job_clusters_every_chunks_windows_once(tmp_path):
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    samples = two_speakers()
+    job = store.create(samples, model="whisper", options=Options(language="en"), conversion="none", words=False,
+                       chunks=split_chunks(samples, 10.0), diarize=DiarizeOptions(max_speakers=4))
+    assert job.chunk_count == 3 and store.get(job.id).diarize == DiarizeOptions(max_speakers=4)
+    done = await run_to_end(store, fake, job.id)
+    assert done.status == "succeeded", done.error
+    assert fake.speaker_calls == fake.calls == [e - s for s, e in job.chunks]
+    windows = store.chunk_windows(job.id)  # stored with each chunk, on the file's timeline
+    assert [w.spans[0][0] for w in windows] == pytest.approx([s / RATE for s, _ in job.chunks])
+    check_speakers(store.result(job.id))
+    store.close()
+
+
+async def test_a_resumed_diarized_job_keeps_the_windows_of_its_committed_chunks(tmp_path):
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    samples = two_speakers()
+    job = store.create(samples, model="whisper", options=Options(language="en"), conversion="none", words=False,
+                       chunks=split_chunks(samples, 10.0), diarize=DiarizeOptions())
+    claimed = store.claim_next()
+    first = job.chunks[0]
+    piece = samples[first[0]:first[1]]
+    result = on_timeline(await fake.transcribe("whisper", piece, claimed.options), first)
+    windows = diarization.on_timeline(await fake.speaker_windows("speaker", piece), 0.0)
+    store.save_chunk(claimed, 0, result, first[1] / RATE, windows=windows)
+    store.close()  # ... the process died here, the job still "running"
+
+    store, fake = SQLiteStore(tmp_path), DiarizingTriton()
+    assert store.chunk_windows(job.id)[0].embeddings == pytest.approx(windows.embeddings)
+    done = await run_to_end(store, fake, job.id)
+    assert done.status == "succeeded" and done.resumed_at_chunk == 1, done.error
+    assert fake.speaker_calls == [e - s for s, e in job.chunks[1:]]  # chunk 0's windows came from the store
+    check_speakers(store.result(job.id))
+    store.close()
+
+
+def test_diarize_on_the_jobs_route(tmp_path):
+    fake = DiarizingTriton()
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_chunk_seconds=10))
+    app.state.triton = fake
+    app.dependency_overrides[get_triton] = lambda: fake
+    with TestClient(app) as client:
+        upload = {"file": ("talk.wav", wav_bytes(two_speakers()), "audio/wav")}
+        r = client.post("/v1/jobs", files=upload, data={"diarize": "true", "min_speakers": "2", "max_speakers": "3"})
+        assert r.status_code == 202, r.text
+        assert poll(client, r.json()["id"])["status"] == "succeeded"
+        base = f"/v1/jobs/{r.json()['id']}/result"
+        body = client.get(base, params={"response_format": "diarized_json"}).json()
+        assert {s["speaker"] for s in body["segments"]} == {"A", "B"} and body["segments"][0]["speaker"] == "A"
+        assert "Speaker B: " in client.get(base, params={"response_format": "srt"}).text
+        assert "<v Speaker A>" in client.get(base, params={"response_format": "vtt"}).text
+
+        plain = client.post("/v1/jobs", files=upload).json()
+        assert poll(client, plain["id"])["status"] == "succeeded"
+        r = client.get(f"/v1/jobs/{plain['id']}/result", params={"response_format": "diarized_json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+        assert "Speaker" not in client.get(f"/v1/jobs/{plain['id']}/result", params={"response_format": "srt"}).text
+
+        for bad in ({"diarize": "true", "min_speakers": "3", "max_speakers": "2"},
+                    {"diarize": "true", "task": "translate"}):
+            assert client.post("/v1/jobs", files=upload, data=bad).status_code == 400
+        fake.ready_models = FakeTriton().ready_models  # the speaker model is not loaded
+        assert client.post("/v1/jobs", files=upload, data={"diarize": "true"}).status_code == 503
