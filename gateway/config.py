@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, ge=1)  # PostgreSQL: a dead replica's job is taken over after this
     job_submit_concurrency: int = Field(2, ge=1)  # uploads decoded at once (each holds its samples, 64 KB/s)
     job_storage_quota_mb: float = Field(20480.0, gt=0)  # compressed audio of all unfinished jobs; 429 past it
-    job_max_active_per_client: int = Field(20, ge=1)  # queued + running jobs of one client (IP); 429 past it
+    job_max_active_per_client: int = Field(20, ge=1)  # queued + running jobs of one client (client_key); 429 past it
     max_job_upload_mb: float = Field(1024.0, gt=0)  # POST /v1/jobs body, MiB (other routes: max_upload_mb)
     max_job_audio_seconds: float = Field(4 * 3600.0, gt=0)  # decoded audio of one job
 
