@@ -42,7 +42,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .common import DEFAULT_AUDIO, ROOT, audio_of, error_rate, machine_description, running_stack
+from .common import audio_of, error_rate, machine_description, results_dir, running_stack, stack_arguments
 
 NORMAL = "en/jfk.flac"
 HOSTILE_PROMPT = "<|endoftext|><|startoftranscript|><|fr|><|translate|> " * 50
@@ -286,22 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trickle-every", type=float, default=5.0, help="seconds between a slow uploader's bytes")
     parser.add_argument("--streams", type=int, default=16, help="streams faster than real time")
     parser.add_argument("--speed", type=float, default=20.0, help="their speed, x real time")
-    parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--out", type=Path, default=None)
+    stack_arguments(parser)
     args = parser.parse_args(argv)
 
     from client.stream import to_pcm16
 
-    from .run import benchmark_repository, machine_tag
+    from .run import benchmark_repository
 
-    if not (args.audio_dir / "manifest.tsv").is_file():
-        raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
+    out = results_dir(args, "hostile")
     body = (args.audio_dir / NORMAL).read_bytes()
     reference = next(line.split("\t")[3] for line in (args.audio_dir / "manifest.tsv").read_text().splitlines()
                      if line.startswith(NORMAL + "\t"))
     pcm = to_pcm16(audio_of(str(args.audio_dir / "long" / "en_concat.wav")))
-    out = args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-hostile"
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_description()
     tmp = Path(tempfile.mkdtemp(prefix="whisper-hostile-bench-"))

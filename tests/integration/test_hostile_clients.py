@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import socket
 import threading
@@ -80,15 +81,24 @@ def _upload(url: str, route: str = "/v1/audio/transcriptions", file: str = JFK, 
 class Trickler(threading.Thread):
     """A raw HTTP upload from ``source`` that sends one byte of body per second until answered."""
 
-    def __init__(self, url: str, route: str, source: str = HOSTILE_IP, seconds: float = 30.0) -> None:
+    def __init__(self, url: str, route: str, source: str = HOSTILE_IP, seconds: float = 30.0,
+                 finished: queue.SimpleQueue | None = None) -> None:
         super().__init__(daemon=True)
         host, port = url.rsplit("/", 1)[1].split(":")
         self.address, self.route, self.source, self.seconds = (host, int(port)), route, source, seconds
         self.status: int | None = None
         self.elapsed = 0.0
         self.connected = threading.Event()
+        self.finished = finished  # gets this trickler once it has its answer (or gave up)
 
     def run(self) -> None:
+        try:
+            self._trickle()
+        finally:
+            if self.finished is not None:
+                self.finished.put(self)
+
+    def _trickle(self) -> None:
         multipart = self.route != "/transcribe/binary"
         kind = "multipart/form-data; boundary=zz" if multipart else "application/octet-stream"
         with socket.create_connection(self.address, timeout=self.seconds, source_address=(self.source, 0)) as sock:
@@ -114,13 +124,22 @@ class Trickler(threading.Thread):
             self.elapsed = time.monotonic() - t0
 
 
-def _trickle(url: str, routes: list[str], source: str = HOSTILE_IP) -> list[Trickler]:
-    tricklers = [Trickler(url, route, source) for route in routes]
+def _trickle(url: str, routes: list[str], source: str = HOSTILE_IP,
+             finished: queue.SimpleQueue | None = None) -> list[Trickler]:
+    tricklers = [Trickler(url, route, source, finished=finished) for route in routes]
     for t in tricklers:
         t.start()
     for t in tricklers:
         assert t.connected.wait(10)
     return tricklers
+
+
+def _wait_metric(url: str, name: str, at_least: float, timeout: float = 30) -> None:
+    """Until the gateway's metric ``name`` (summed over its labels) reaches ``at_least``."""
+    deadline = time.monotonic() + timeout
+    while sum(v for k, v in read_metrics(f"{url}/metrics").items() if k.split("{")[0] == name) < at_least:
+        assert time.monotonic() < deadline, f"{name} never reached {at_least}"
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- 1. slow uploads
@@ -130,7 +149,7 @@ def test_slow_uploads_hold_no_slot_and_get_408_while_others_are_served(hostile_g
     url, _ = hostile_gateway
     routes = ["/transcribe/binary", "/v1/audio/transcriptions", "/stt/transcribe/"] * 4
     tricklers = _trickle(url, routes)
-    time.sleep(1.0)  # every trickle is being received now
+    _wait_metric(url, "gateway_requests_in_flight", len(tricklers) + 1)  # every trickle is in the app (+ /metrics)
     reference = clip(JFK)["reference_text"]
     for route in ("/transcribe/binary", "/v1/audio/transcriptions"):
         r, latency = _upload(url, route)
@@ -149,9 +168,11 @@ def test_one_client_cannot_take_every_upload(triton, tmp_path, shared_audio):
     another client is served."""
     with run_gateway(triton.grpc_url, tmp_path, GATEWAY_MAX_REQUESTS_PER_CLIENT="3", GATEWAY_BODY_GRACE_S="20",
                      GATEWAY_WATCHDOG_PROBE_IDLE_S="0") as url:
-        tricklers = _trickle(url, ["/v1/audio/transcriptions"] * 5)
-        time.sleep(3.0)  # a refused body is read for a second at most (so that the 429 is not lost to a reset)
-        refused = [t for t in tricklers if t.status == 429]
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        tricklers = _trickle(url, ["/v1/audio/transcriptions"] * 5, finished=finished)
+        # a refused body is read for a second at most (so that the 429 is not lost to a reset)
+        refused = [finished.get(timeout=10) for _ in range(2)]
+        assert all(t.status == 429 for t in refused), [(t.status, t.elapsed) for t in refused]
         assert len(refused) == 2 and all(t.elapsed < 2 for t in refused), [(t.status, t.elapsed) for t in tricklers]
         assert [t.status for t in tricklers if t not in refused] == [None] * 3  # the other three are let in
         r, _ = _upload(url)
@@ -174,7 +195,15 @@ def test_a_client_gone_mid_body_is_one_499_line_not_a_500(hostile_gateway):
                              .encode() + prefix + b"\x01" * 2000)
                 time.sleep(0.02)
             n += 1
-    time.sleep(1.0)
+
+    def gone() -> float:
+        return sum(v - before.get(k, 0.0) for k, v in read_metrics(f"{url}/metrics").items()
+                   if k.startswith("gateway_requests_total{") and 'status="499"' in k)
+
+    deadline = time.monotonic() + 30
+    while gone() < n:  # every disconnect has been answered (its log line is written before it is counted)
+        assert time.monotonic() < deadline, f"{gone():.0f} of {n} disconnects counted as 499"
+        time.sleep(0.05)
     new_log = log_path.read_text(errors="replace")[len(before_log):]
     after = read_metrics(f"{url}/metrics")
     lines = [line for line in new_log.splitlines() if " 499 " in f" {line} "]
@@ -211,10 +240,14 @@ def _tiny_requests(triton) -> float:
 
 
 def _wait_outstanding(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while read_metrics(f"{url}/metrics").get("gateway_triton_active", 0) < 1:
-        assert time.monotonic() < deadline, "the gateway never called Triton"
-        time.sleep(0.05)
+    _wait_metric(url, "gateway_triton_active", 1, timeout)
+
+
+def _after_tinys_queue(triton) -> None:
+    """One more request straight to whisper-tiny-en, answered: whatever was queued before it has run (or was
+    dropped), so the request counts that follow are final."""
+    with WhisperTritonClient(triton.grpc_url, TINY, timeout_s=120) as c:
+        c.transcribe(np.zeros(16000, dtype=np.float32), language="en")
 
 
 def test_an_upload_whose_client_left_is_dropped_from_tritons_queue(hostile_gateway, triton, shared_audio):
@@ -233,8 +266,8 @@ def test_an_upload_whose_client_left_is_dropped_from_tritons_queue(hostile_gatew
 
     asyncio.run(leave_early())
     busy.finish()
-    time.sleep(1.0)
-    executed = _tiny_requests(triton) - before
+    _after_tinys_queue(triton)
+    executed = _tiny_requests(triton) - before - 1
     assert executed == 1, f"{executed} requests ran on {TINY}: the abandoned upload was transcribed anyway"
     assert "499 POST /v1/audio/transcriptions" in log_path.read_text(errors="replace")
 
@@ -255,8 +288,8 @@ def test_a_stream_whose_client_left_is_dropped_from_tritons_queue(hostile_gatewa
 
     asyncio.run(leave_early())
     busy.finish()
-    time.sleep(1.0)
-    assert _tiny_requests(triton) - before == 1, "the step of a stream whose client left was transcribed anyway"
+    _after_tinys_queue(triton)
+    assert _tiny_requests(triton) - before - 1 == 1, "the step of a stream whose client left was transcribed anyway"
 
 
 # ---------------------------------------------------------------- 5. bounded metrics

@@ -89,8 +89,18 @@ def test_a_slow_raw_upload_holds_no_in_flight_slot():
     async def scenario():
         async with httpx.AsyncClient(transport=_transport(client.app, "10.0.0.1"), base_url="http://t") as slow_http, \
                 httpx.AsyncClient(transport=_transport(client.app, "10.0.0.2"), base_url="http://t") as http:
-            slow = asyncio.create_task(slow_http.post("/transcribe/binary", content=_trickle(10, 0.1)))
-            await asyncio.sleep(0.3)  # the slow body is being received
+            reading = asyncio.Event()
+
+            async def slow_body():
+                sent = 0
+                async for chunk in _trickle(10, 0.1):
+                    sent += 1
+                    if sent == 2:
+                        reading.set()  # the app took the first chunk and asks for more: the body is being received
+                    yield chunk
+
+            slow = asyncio.create_task(slow_http.post("/transcribe/binary", content=slow_body()))
+            await asyncio.wait_for(reading.wait(), 5)
             normal = await http.post("/transcribe/binary", content=wav())
             return normal, await slow
 
