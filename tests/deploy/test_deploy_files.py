@@ -180,11 +180,11 @@ def test_k8s_shape():
     triton = docs[("Deployment", "triton")]["spec"]["template"]["spec"]["containers"][0]
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    # The gateways: readiness is /health (503 while Triton does not answer), liveness /health/live.
-    for kind, name in (("Deployment", "gateway"), ("StatefulSet", "gateway-jobs")):
-        gateway = docs[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
-        assert gateway["readinessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck"]
-        assert gateway["livenessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck", "live"]
+    # The gateway (every replica serves and runs jobs): readiness is /health (503 while Triton does not
+    # answer), liveness /health/live.
+    gateway = docs[("Deployment", "gateway")]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck"]
+    assert gateway["livenessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck", "live"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     ports = {p["port"] for p in docs[("Service", "triton")]["spec"]["ports"]}
     assert ports == {8000, 8001, 8002}
