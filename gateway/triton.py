@@ -1,8 +1,13 @@
 """The only module that touches tritonclient: a small async wrapper over one shared gRPC channel,
 for the Whisper models (``transcribe``) and the speaker model (``speaker_windows``).
 
-Every request carries all eight inputs (defaults included), because Triton's dynamic batcher only
-batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
+Every request carries the same inputs (defaults included), because Triton's dynamic batcher only batches
+requests that carry the same set of inputs -- except ``PROMPT``, sent only when there is one: a request with
+a prompt (a stream's step, an upload with ``prompt``) is never in the same execution as one without. The
+engine decodes a batch's prompt lengths as separate groups, one after the other, and every request of an
+execution waits for all of them: sharing one, a plain upload would wait for another request's prompted
+decode (make bench-hostile: 3.0x idle latency beside control-token uploads, against 1.5x apart). Errors
+leave as ``APIError`` subclasses.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def _bytes_input(name: str, value: str) -> InferInput:
 
 
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """All eight inputs, each with a leading batch dimension of 1."""
+    """The inputs, each with a leading batch dimension of 1: all eight, or seven when there is no prompt."""
     samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
     tensor = InferInput("AUDIO", list(samples.shape), "FP32")
     tensor.set_data_from_numpy(samples)
@@ -62,7 +67,7 @@ def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
         tensor,
         _bytes_input("LANGUAGE", options.language),
         _bytes_input("TASK", options.task),
-        _bytes_input("PROMPT", options.prompt),
+        *([_bytes_input("PROMPT", options.prompt)] if options.prompt else []),
         words,
         beam,
         temperature,
