@@ -230,6 +230,11 @@ class BusyTiny(threading.Thread):
         with WhisperTritonClient(self.url, TINY, timeout_s=300) as c:
             self.text = c.transcribe(audio_of("long/en_concat.wav"), language="en").text
 
+    def wait_started(self) -> None:
+        """Triton gives no signal that a request has begun to execute, so this waits a fixed 2 s (the
+        request runs for about 10 s on tiny.en; too short a wait can only fail the test, never pass it)."""
+        time.sleep(2.0)
+
     def finish(self) -> None:
         self.join(300)
         assert self.text, "the long request that keeps the instance busy failed"
@@ -254,7 +259,7 @@ def test_an_upload_whose_client_left_is_dropped_from_tritons_queue(hostile_gatew
     url, log_path = hostile_gateway
     before = _tiny_requests(triton)
     busy = BusyTiny(triton)
-    time.sleep(0.5)
+    busy.wait_started()
     body = (SHARED_AUDIO / JFK).read_bytes()
 
     async def leave_early():
@@ -276,7 +281,7 @@ def test_a_stream_whose_client_left_is_dropped_from_tritons_queue(hostile_gatewa
     url, _ = hostile_gateway
     before = _tiny_requests(triton)
     busy = BusyTiny(triton)
-    time.sleep(0.5)
+    busy.wait_started()
 
     async def leave_early():
         ws = await connect(url.replace("http://", "ws://") + "/v1/stream")
