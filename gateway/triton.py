@@ -8,7 +8,6 @@ batches requests that carry the same set of inputs. Errors leave as ``APIError``
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -20,9 +19,10 @@ from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
-from gateway.results import Options, Segment, Transcription
+from gateway.results import Options, Transcription
+from whisper_triton import protocol
 
-OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+OUTPUTS = protocol.OUTPUT_NAMES
 SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
 
 
@@ -35,55 +35,21 @@ class SpeakerWindows:
     regions: np.ndarray  # [n] speech region of each window
 
 
-def _bytes_input(name: str, value: str) -> InferInput:
-    tensor = InferInput(name, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
-    return tensor
-
-
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """All eight inputs, each with a leading batch dimension of 1."""
-    samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
-    tensor = InferInput("AUDIO", list(samples.shape), "FP32")
-    tensor.set_data_from_numpy(samples)
-    words = InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")
-    words.set_data_from_numpy(np.array([[options.word_timestamps]], dtype=bool))
-    beam = InferInput("BEAM_SIZE", [1, 1], "INT32")
-    beam.set_data_from_numpy(np.array([[options.beam_size]], dtype=np.int32))
-    temperature = InferInput("TEMPERATURE", [1, 1], "FP32")
-    temperature.set_data_from_numpy(np.array([[options.temperature]], dtype=np.float32))
-    return [
-        tensor,
-        _bytes_input("LANGUAGE", options.language),
-        _bytes_input("TASK", options.task),
-        _bytes_input("PROMPT", options.prompt),
-        words,
-        beam,
-        temperature,
-        _bytes_input("VAD_FILTER", "" if options.vad_filter is None else str(options.vad_filter).lower()),
-    ]
-
-
-def _first(value: Any) -> Any:
-    return np.asarray(value).reshape(-1)[0]
-
-
-def _text(value: Any) -> str:
-    item = _first(value)
-    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+    """All eight inputs, each with a leading batch dimension of 1 (``protocol.request_arrays``)."""
+    inputs = []
+    for name, array in protocol.request_arrays(audio, options).items():
+        tensor = InferInput(name, list(array.shape), protocol.TRITON_DTYPES[name])
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
 
 
 def parse_outputs(outputs: dict[str, Any], *, task: str, model: str) -> Transcription:
     """Triton's TEXT/SEGMENTS/LANGUAGE/DURATION tensors (as numpy) -> ``Transcription``."""
-    raw_segments = json.loads(_text(outputs["SEGMENTS"]) or "[]")
-    return Transcription(
-        text=_text(outputs["TEXT"]).strip(),
-        language=_text(outputs["LANGUAGE"]),
-        duration=float(_first(outputs["DURATION"])),
-        segments=tuple(Segment.from_dict(s, i) for i, s in enumerate(raw_segments)),
-        task=task,
-        model=model,
-    )
+    result = protocol.parse_result(outputs.__getitem__)
+    return Transcription(text=result.text.strip(), language=result.language, duration=result.duration,
+                         segments=result.segments, task=task, model=model)
 
 
 def map_error(exc: InferenceServerException, model: str, retry_after_s: int = 2) -> APIError:
@@ -148,7 +114,7 @@ class TritonClient:
         """The speaker model's windows of ``audio``: embeddings, the speech span of each, its region."""
         def inputs() -> list[InferInput]:
             samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
-            tensor = InferInput("AUDIO", list(samples.shape), "FP32")
+            tensor = InferInput(protocol.AUDIO.name, list(samples.shape), protocol.AUDIO.triton_dtype)
             tensor.set_data_from_numpy(samples)
             return [tensor]
 

@@ -41,7 +41,8 @@ from .features import FULL_CONTEXT_FRAMES, batch_features, context_frames, frame
 from .guards import Attempt, GuardConfig, Verdict, better, score
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps, unfinished_tail
-from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
+from .protocol import SAMPLE_RATE, InvalidArgument, Segment, Word
+from .types import Transcription, TranscriptionRequest
 from .windows import Span, plan_windows, speech_spans, uncovered
 
 log = logging.getLogger("whisper_triton.engine")
@@ -143,31 +144,31 @@ class WhisperEngine:
     def validate(self, request: TranscriptionRequest) -> TranscriptionRequest:
         audio = request.audio
         if audio.ndim != 1:
-            raise InvalidRequest(f"AUDIO must be one mono clip (shape [1, samples]); got shape {list(audio.shape)}")
+            raise InvalidArgument(f"AUDIO must be one mono clip (shape [1, samples]); got shape {list(audio.shape)}")
         if audio.size == 0:
-            raise InvalidRequest("AUDIO is empty")
+            raise InvalidArgument("AUDIO is empty")
         if not np.isfinite(audio).all():
-            raise InvalidRequest("AUDIO contains NaN or infinite samples")
+            raise InvalidArgument("AUDIO contains NaN or infinite samples")
         if request.duration > self.config.max_audio_s:
-            raise InvalidRequest(f"AUDIO is {request.duration:.0f} s long; the limit is {self.config.max_audio_s:.0f} s")
+            raise InvalidArgument(f"AUDIO is {request.duration:.0f} s long; the limit is {self.config.max_audio_s:.0f} s")
         opts = request.options
         language = normalize_language(opts.language, self.multilingual, self._has_token)
         task = normalize_task(opts.task, self.multilingual)
         if not 0 <= opts.beam_size <= 16:
-            raise InvalidRequest(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
+            raise InvalidArgument(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
         if not 0.0 <= opts.temperature <= 1.0:
-            raise InvalidRequest(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
+            raise InvalidArgument(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
         return TranscriptionRequest(audio, replace(opts, language=language, task=task))
 
     # ------------------------------------------------------------------ pipeline
-    def transcribe(self, requests: list[TranscriptionRequest]) -> list[Union[Transcription, InvalidRequest]]:
-        results: list[Union[Transcription, InvalidRequest, None]] = [None] * len(requests)
+    def transcribe(self, requests: list[TranscriptionRequest]) -> list[Union[Transcription, InvalidArgument]]:
+        results: list[Union[Transcription, InvalidArgument, None]] = [None] * len(requests)
         jobs: list[_Job] = []
         valid: dict[int, TranscriptionRequest] = {}
         for index, raw in enumerate(requests):
             try:
                 request = self.validate(raw)
-            except InvalidRequest as exc:
+            except InvalidArgument as exc:
                 results[index] = exc
                 continue
             valid[index] = request
@@ -430,15 +431,16 @@ class WhisperEngine:
                 for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
             ]
             for piece in pieces:
-                text = tokenizer.decode([t for t in piece["tokens"] if t < tokenizer.eot])
+                text_tokens = tuple(int(t) for t in piece["tokens"] if t < tokenizer.eot)
+                text = tokenizer.decode(list(text_tokens))
                 if not text.strip() or piece["start"] == piece["end"]:  # as faster-whisper drops them
                     continue
                 words = None
                 if job.word_timestamps:
-                    words = [
+                    words = tuple(
                         Word(w["word"], round(offset + float(w["start"]), 3), round(offset + float(w["end"]), 3), round(float(w["probability"]), 4))
                         for w in piece.get("words", [])
-                    ]
+                    )
                 segments.append(
                     Segment(
                         id=len(segments),
@@ -449,15 +451,15 @@ class WhisperEngine:
                         no_speech_prob=round(float(job.no_speech_prob), 4),
                         compression_ratio=round(float(job.attempt.ratio), 4),
                         temperature=job.used_temperature,
+                        tokens=text_tokens,
                         words=words,
                     )
                 )
             if job.language:
                 durations[job.language] += job.samples
                 probabilities.setdefault(job.language, job.language_probability)
-        segments.sort(key=lambda seg: (seg.start, seg.end))  # gap re-decodes land between a window's segments
-        for number, seg in enumerate(segments):
-            seg.id = number
+        # gap re-decodes land between a window's segments
+        segments = [replace(seg, id=number) for number, seg in enumerate(sorted(segments, key=lambda seg: (seg.start, seg.end)))]
         language = request.options.language or (durations.most_common(1)[0][0] if durations else "en")
         text = "".join(s.text for s in segments).strip()
         return Transcription(

@@ -144,6 +144,7 @@ def test_verbose_json_words_and_segments(client, shared_audio):
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert result.segments and result.segments[0].start <= words[0].start + 0.01
     assert isinstance(result.segments[0].avg_logprob, float)
+    assert all(s.tokens and all(isinstance(t, int) for t in s.tokens) for s in result.segments)  # the text tokens
 
 
 def simplified_only(text: str) -> list[str]:

@@ -3,7 +3,7 @@
 A temporary model repository holds ``whisper-faults``: the real ``whisper-tiny-en`` config (two
 instances, a long batching delay, no response cache) and a ``model.py`` that loads the real
 ``model_repository/whisper/1/model.py`` and plants a bug in its engine: a request whose audio starts
-with a magic marker makes ``WhisperEngine.validate`` raise ``RuntimeError`` (not ``InvalidRequest``),
+with a magic marker makes ``WhisperEngine.validate`` raise ``RuntimeError`` (not ``InvalidArgument``),
 so the engine's *batched* ``transcribe`` raises for every request in the batch.
 
 1. Good and poisoned requests sent together share batches (Triton's exec count < request count);
