@@ -312,18 +312,20 @@ class WhisperEngine:
         # one generate call takes one beam size and temperature, prompts of one length (CTranslate2 needs
         # <|startoftranscript|> at the same position in every row), and one encoder context: each window's
         # own, so its text does not depend on the windows it shares a batch with
-        keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens)),
-                 self._context(j.samples, full_context)) for j, t in zip(jobs, temps)]
+        # (a window whose language is not known yet gets its prompt again once it is detected: same length)
+        prompts = [build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens) for j in jobs]
+        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context)) for j, t, p in zip(jobs, temps, prompts)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
-            batch = [jobs[i] for i in batch_ids]
             beam_size, temp, _, n_frames = keys[batch_ids[0]]
-            self._decode_batch(batch, n_frames, beam_size, temp, keep_best)
+            self._decode_batch([jobs[i] for i in batch_ids], [prompts[i] for i in batch_ids], n_frames, beam_size,
+                               temp, keep_best)
 
     def _context(self, samples: int, full: bool) -> int:
         c = self.config
         return context_frames(samples, c.context_floor_s, full=full, margin_s=c.context_margin_s, step_s=c.context_step_s)
 
-    def _decode_batch(self, batch: list[_Job], n_frames: int, beam_size: int, temperature: float, keep_best: bool) -> None:
+    def _decode_batch(self, batch: list[_Job], prompts: list[list[int]], n_frames: int, beam_size: int,
+                      temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
@@ -334,17 +336,13 @@ class WhisperEngine:
 
         if self.multilingual and any(j.language is None for j in batch):
             detected = self.ct2.detect_language(encoded)
-            for job, ranking in zip(batch, detected):
+            prompts = list(prompts)
+            for i, (job, ranking) in enumerate(zip(batch, detected)):
                 if job.language is None:
                     token, prob = ranking[0]
                     job.language, job.language_probability = token[2:-2], float(prob)
-
-        prompts = []
-        suppress = None
-        for job in batch:
-            tokenizer = self.tokenizer(job.language, job.task)
-            suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
-            prompts.append(build_prompt(tokenizer, job.prompt_tokens))
+                    prompts[i] = build_prompt(self.tokenizer(job.language, job.task), job.prompt_tokens)
+        suppress = get_suppressed_tokens(self.tokenizer(batch[0].language, batch[0].task), [-1])
         # Every pass decodes under a budget per second of audio: real speech stays far below it, and a window
         # that runs into it has collapsed into a loop (which would otherwise run on to 448 tokens, beam by
         # beam and sample by sample, at every fallback temperature).
