@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import anyio.to_thread
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
@@ -98,6 +99,7 @@ class TritonClient:
         self.retry_after_s = retry_after_s
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._serialising = asyncio.Lock()
         self.active = 0  # inference calls outstanding to Triton now
         self.waiting = 0  # requests waiting for a slot
         self._client = InferenceServerClient(url)
@@ -135,12 +137,7 @@ class TritonClient:
         metrics.TRITON_ACTIVE.inc()
         start = time.perf_counter()
         try:
-            return await self._client.infer(
-                model,
-                inputs(),
-                outputs=[InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            )
+            return await self._sent(model, inputs, outputs)
         except InferenceServerException as exc:
             raise map_error(exc, model, self.retry_after_s) from None
         finally:
@@ -148,6 +145,23 @@ class TritonClient:
             self.active -= 1
             metrics.TRITON_ACTIVE.dec()
             metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - start)
+
+    async def _sent(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...]) -> Any:
+        """The call, its request serialised one at a time: the inputs are built in a worker thread, then
+        tritonclient and gRPC copy them into their messages on the loop, in the call's first step; that step
+        runs before the next request's, so the loop gets a turn between two such copies (a few MB each:
+        long audio goes in pieces, see ``service.transcribe``)."""
+        async with self._serialising:
+            tensors = await anyio.to_thread.run_sync(inputs)
+            call = asyncio.ensure_future(self._client.infer(
+                model, tensors, outputs=[InferRequestedOutput(name) for name in outputs],
+                client_timeout=self.timeout_s))
+            try:
+                await asyncio.sleep(0)  # the call's first step: its copies
+            except BaseException:
+                call.cancel()
+                raise
+        return await call  # cancelling this request cancels the call
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""

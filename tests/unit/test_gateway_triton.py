@@ -91,12 +91,21 @@ class _FakeGrpc:
         self.started: list[int] = []
         self.release = None
         self.fail = fail
+        self.arrived = asyncio.Event()
+
+    async def until_outstanding(self, count: int) -> None:
+        """Wait until ``count`` calls are at the fake Triton (their inputs are built in worker threads)."""
+        async with asyncio.timeout(5):
+            while self.outstanding < count:
+                self.arrived.clear()
+                await self.arrived.wait()
 
     async def infer(self, model, inputs, outputs=None, client_timeout=None):
         n = len(self.started)  # call order
         self.started.append(n)
         self.outstanding += 1
         self.peak = max(self.peak, self.outstanding)
+        self.arrived.set()
         try:
             await self.release.wait()
             if n in self.fail:
@@ -116,8 +125,7 @@ def test_client_holds_requests_past_max_concurrency():
         fake.release = asyncio.Event()
         tasks = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
                  for _ in range(10)]
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(3)
         assert (client.active, client.waiting, fake.outstanding) == (3, 7, 3)
         assert metrics.TRITON_WAITING._value.get() == 7 and metrics.TRITON_ACTIVE._value.get() == 3
         fake.release.set()
@@ -139,8 +147,7 @@ def test_a_cancelled_waiter_frees_nothing_it_did_not_take():
         fake.release = asyncio.Event()
         first = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
         second = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(1)
         assert (client.active, client.waiting) == (1, 1)
         second.cancel()  # the HTTP client went away while it waited
         with pytest.raises(asyncio.CancelledError):
