@@ -13,6 +13,17 @@ import pytest
 from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 
 MODELS = ["whisper", "whisper-tiny-en", "speaker"]
+# Every test is marked by its folder, so `-m "not browser and not deploy"` (or `-m unit`) picks a quick run;
+# `make test` runs them all. Browser tests also need the real servers: they are integration tests too.
+FOLDER_MARKS = {"unit": ("unit",), "integration": ("integration",), "browser": ("browser", "integration"),
+                "deploy": ("deploy",)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        for name in FOLDER_MARKS.get(parts[0] if len(parts) > 1 else "", ()):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session", autouse=True)

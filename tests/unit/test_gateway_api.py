@@ -27,11 +27,13 @@ class FakeTriton:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, Options]] = []
+        self.called = asyncio.Event()  # set by the first call
         self.gate: asyncio.Event | None = None
         self.ready = True
 
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
         self.calls.append((model, audio.size, options))
+        self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if model not in ("whisper", "whisper-tiny-en"):
@@ -247,8 +249,7 @@ def test_in_flight_limit_gives_429():
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             files = {"file": ("a.wav", wav())}
             first = asyncio.create_task(http.post(URL, files=files))
-            while not fake.calls:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(fake.called.wait(), 10)
             second = await http.post(URL, files={"file": ("a.wav", wav())})
             fake.gate.set()
             return (await first), second
