@@ -25,6 +25,7 @@ from whisper_triton import protocol
 
 OUTPUTS = protocol.OUTPUT_NAMES
 SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
+SERIALISING_STEPS = 2  # loop turns a call takes to copy its request: tritonclient's, then gRPC's
 
 
 @dataclass(frozen=True)
@@ -148,16 +149,18 @@ class TritonClient:
 
     async def _sent(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...]) -> Any:
         """The call, its request serialised one at a time: the inputs are built in a worker thread, then
-        tritonclient and gRPC copy them into their messages on the loop, in the call's first step; that step
-        runs before the next request's, so the loop gets a turn between two such copies (a few MB each:
-        long audio goes in pieces, see ``service.transcribe``)."""
+        tritonclient copies them into its request (the call's first step) and gRPC into its message (the
+        next loop turn, in the task gRPC starts for the call). Both steps run before the next request's, one
+        per loop turn, so other requests get a turn between two such copies (each of at most a few MB: long
+        audio goes in pieces, see ``service.transcribe``)."""
         async with self._serialising:
             tensors = await anyio.to_thread.run_sync(inputs)
             call = asyncio.ensure_future(self._client.infer(
                 model, tensors, outputs=[InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s))
             try:
-                await asyncio.sleep(0)  # the call's first step: its copies
+                for _ in range(SERIALISING_STEPS):
+                    await asyncio.sleep(0)
             except BaseException:
                 call.cancel()
                 raise
