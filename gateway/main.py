@@ -24,13 +24,14 @@ from gateway.triton import TritonClient
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, triton: TritonClient | None = None) -> FastAPI:
+    """The app; ``triton`` (tests pass a fake) replaces the ``TritonClient`` it would open at startup."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chinese.preload()
-        if getattr(app.state, "triton", None) is None:  # tests may install a fake first
+        if app.state.triton is None:
             app.state.triton = TritonClient(
                 settings.triton_url, timeout_s=settings.triton_timeout_s,
                 health_timeout_s=settings.health_timeout_s, retry_after_s=settings.retry_after_s,
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.triton = None
+    app.state.triton = triton  # the one place routes, jobs and streams get it from (gateway.deps.get_triton)
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
     errors.install(app)
     app.add_middleware(PathBodyLimits, max_bytes=settings.max_upload_bytes,

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from client.audio import encode_wav
 from gateway.config import Settings
-from gateway.deps import get_triton
 from gateway.errors import ModelNotFound
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
@@ -56,11 +55,9 @@ class FakeTriton:
         pass
 
 
-def make_client(**settings) -> tuple[TestClient, FakeTriton]:
-    fake = FakeTriton()
-    app = create_app(Settings(_env_file=None, **settings))
-    app.state.triton = fake  # lifespan keeps it: no gRPC channel in unit tests
-    app.dependency_overrides[get_triton] = lambda: fake
+def make_client(triton=None, **settings) -> tuple[TestClient, FakeTriton]:
+    fake = triton or FakeTriton()
+    app = create_app(Settings(_env_file=None, **settings), triton=fake)  # no gRPC channel in unit tests
     return TestClient(app), fake
 
 

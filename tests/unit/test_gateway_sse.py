@@ -52,11 +52,7 @@ def sse_events(text: str) -> list[dict]:
 
 
 def post_stream(fake: PieceTriton, body: bytes, **settings):
-    client, _ = make_client(**settings)
-    client.app.state.triton = fake
-    from gateway.deps import get_triton
-
-    client.app.dependency_overrides[get_triton] = lambda: fake
+    client, _ = make_client(triton=fake, **settings)
     with client:
         return client.post("/v1/audio/transcriptions", files={"file": ("a.wav", body, "audio/wav")},
                            data={"stream": "true", "language": fake.language})

@@ -295,8 +295,7 @@ def test_a_database_that_is_down_at_start_gives_503_then_jobs_once_it_is_up(post
         return real_open(settings, timeout_s)
 
     monkeypatch.setattr(jobs_app, "open_store", flaky_open)
-    app = create_app(Settings(_env_file=None, jobs_database_url=url, jobs_dir=tmp_path))
-    app.state.triton = FakeTriton()
+    app = create_app(Settings(_env_file=None, jobs_database_url=url, jobs_dir=tmp_path), triton=FakeTriton())
     with TestClient(app) as client:
         r = client.get("/v1/jobs")
         assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
