@@ -250,7 +250,8 @@ class WhisperEngine:
         return job.speech
 
     def _confident(self, job: _Job) -> bool:
-        return job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
+        return (job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
+                and self.config.trims(job.language))
 
     def _continuation(self, job: _Job) -> list[_Job]:
         """faster-whisper's seek: a window that stopped mid-segment loses the unfinished segment and is
@@ -314,7 +315,8 @@ class WhisperEngine:
         # own, so its text does not depend on the windows it shares a batch with
         # (a window whose language is not known yet gets its prompt again once it is detected: same length)
         prompts = [build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens) for j in jobs]
-        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context)) for j, t, p in zip(jobs, temps, prompts)]
+        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context or not self.config.trims(j.language)))
+                for j, t, p in zip(jobs, temps, prompts)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
             beam_size, temp, _, n_frames = keys[batch_ids[0]]
             self._decode_batch([jobs[i] for i in batch_ids], [prompts[i] for i in batch_ids], n_frames, beam_size,

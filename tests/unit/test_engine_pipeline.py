@@ -136,7 +136,7 @@ def test_a_window_failing_the_guards_is_decoded_again_at_full_context_then_sampl
     def script(window, call):
         return [ts(0), 1, 2, 3, ts(8)] if call.temperature == 0.2 else loop
 
-    engine, generator = make_engine(monkeypatch, script)
+    engine, generator = make_engine(monkeypatch, script, trim_languages="*")  # a trimmed first pass
     [result] = engine.transcribe([TranscriptionRequest(audio(0, 8), Options(language="en"))])
     assert [(c.full, c.temperature) for _, c in generator.calls] == [(False, 0.0), (True, 0.0), (True, 0.2)]
     assert texts(result) == [(0.0, 8.0, " w1 w2 w3")] and result.segments[0].temperature == 0.2
@@ -147,7 +147,7 @@ def test_an_unsure_first_pass_is_checked_at_full_context(monkeypatch):
     def script(window, call):
         return ([ts(0), 1, ts(4)], -0.1, 0.01) if call.full else ([ts(0), 9, ts(4)], -0.9, 0.01)
 
-    engine, generator = make_engine(monkeypatch, script)
+    engine, generator = make_engine(monkeypatch, script, trim_languages="en")
     [result] = engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en"))])
     assert [c.full for _, c in generator.calls] == [False, True] and engine.stats.rechecks == 1
     assert texts(result) == [(0.0, 4.0, " w1")] and result.fallbacks == 0
@@ -196,3 +196,9 @@ def test_each_windows_prompt_is_built_once_per_pass(monkeypatch):
     engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(window[2])])
     engine.transcribe([TranscriptionRequest(audio(r, 3 + r), Options(language="en")) for r in range(3)])
     assert len(generator.calls) == 3 and len(built) == 3
+
+
+def test_a_language_that_is_not_trimmed_is_decoded_at_full_context_at_once(monkeypatch):
+    engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(4)], trim_languages="de")
+    engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en"))])
+    assert [c.full for _, c in generator.calls] == [True] and engine.stats.rechecks == 0
