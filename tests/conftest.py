@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
+from tests.utils.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 
 MODELS = ["whisper", "whisper-tiny-en", "speaker"]
 # Every test is marked by its folder, so `-m "not browser and not deploy"` (or `-m unit`) picks a quick run;
@@ -56,7 +56,7 @@ def triton(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session (``tests/postgres.py``); ``postgres.new_database()`` per test."""
-    from tests.postgres import start_or_skip
+    from tests.utils.postgres import start_or_skip
 
     server = start_or_skip()
     try:

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.accuracy import errors, read_split
 from client import WhisperTritonClient
-from tests.helpers import audio_of, clip
+from tests.utils.helpers import audio_of, clip
 
 pytestmark = pytest.mark.integration
 

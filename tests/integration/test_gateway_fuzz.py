@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz_gateway import CONTAINERS, alive, corpus, gateway_pid, load_clip, memory_mb, silent_flac, wav_header
-from tests.helpers import SHARED_AUDIO
+from tests.utils.helpers import SHARED_AUDIO
 from tests.integration.conftest import run_gateway
 
 pytestmark = pytest.mark.integration

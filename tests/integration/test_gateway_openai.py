@@ -16,7 +16,7 @@ from openai import OpenAI
 from client.audio import encode_wav
 
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import audio_of, cer, clip, wer
+from tests.utils.helpers import audio_of, cer, clip, wer
 
 pytestmark = pytest.mark.integration
 

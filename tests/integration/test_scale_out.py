@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, SHARED_AUDIO, clip, free_port, shared_audio_available, wer
+from tests.utils.helpers import ROOT, SHARED_AUDIO, clip, free_port, shared_audio_available, wer
 from tests.streaming_gateway import stream_gateway
 
 MODEL = "whisper-tiny-en"

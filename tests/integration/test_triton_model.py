@@ -12,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 from client import WhisperTritonClient, build_inputs
 from client.core import OUTPUTS, parse_result
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import audio_of, cer, clip, wer
+from tests.utils.helpers import audio_of, cer, clip, wer
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.utils.helpers import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""A live gateway process the jobs tests can ``kill -9`` and start again on the same jobs directory."""
+"""A live gateway process (`uvicorn gateway.main:create_app --factory`) on a free port, that a test can stop,
+`kill -9` and start again (the jobs tests restart one on the same jobs directory)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import ROOT, free_port
+from tests.utils.helpers import ROOT, free_port
 
 
 class GatewayProcess:
