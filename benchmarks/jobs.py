@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=10.0)
     args = parser.parse_args()
 
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     out = ROOT / "benchmarks" / "results" / f"{date.today()}-jobs"
     logs = out / "raw"  # gateway and Triton logs: not committed

@@ -41,7 +41,7 @@ def _jobs_dir_outside_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory):
     """tritonserver from the nvidia-pytriton wheel, serving ``model_repository/`` on free ports."""
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     server = TritonServer(ROOT / "model_repository", free_port(), free_port(), free_port(), models=MODELS, log_path=log)

@@ -12,5 +12,4 @@ Modules, in the order data flows through them:
 - ``engine``: the model and the batched pipeline;
 - ``config``: settings read once from config.pbtxt ``parameters``;
 - ``weights``: bundled weights provisioning and model resolution;
-- ``server``: the embedded tritonserver launcher and ``make serve`` supervisor.
 """

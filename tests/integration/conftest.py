@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_process import run_gateway as launch_gateway
+from tests.utils.gateway import run_gateway as launch_gateway
 from tests.utils.helpers import free_port
 
 TOKEN = "test-token-5f2c"

@@ -99,7 +99,7 @@ def _faulty_repository(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def faulty_triton(tmp_path_factory, shared_audio):
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     tmp = tmp_path_factory.mktemp("faults")
     server = TritonServer(_faulty_repository(tmp), free_port(), free_port(), free_port(), models=[MODEL],

@@ -1,66 +1,66 @@
-"""A live gateway process (`uvicorn gateway.main:create_app --factory`) on a free port, that a test can stop,
-`kill -9` and start again (the jobs tests restart one on the same jobs directory)."""
+"""The one launcher of live gateway processes for tests: ``make serve``'s own gateway process
+(``launcher.supervisor.gateway_child``) on a free port, in its own process group, pointed at a Triton.
+
+``run_gateway(...)`` yields its base URL; ``GatewayProcess`` is the same process for tests that stop it,
+``kill -9`` it and start another on the same jobs directory.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.utils.helpers import ROOT, free_port
+from launcher.processes import Child
+from launcher.supervisor import gateway_child
+from tests.utils.helpers import free_port, wait_until
 
 
 class GatewayProcess:
-    """``uvicorn gateway.main:create_app --factory`` on a free port, with the Popen exposed."""
+    """A gateway on a free port of 127.0.0.1 (``GATEWAY_HOST``/``GATEWAY_PORT``), its log in ``log_dir``."""
 
     def __init__(self, triton_url: str, log_dir: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"gateway-{self.port}.log"
-        environ = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
-        environ.update({"GATEWAY_TRITON_URL": triton_url, **env})
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "gateway.main:create_app", "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
-            )
+        # No test inference from an idle gateway: tests that count Triton's requests share the session's
+        # Triton with gateways that sit idle meanwhile (the watchdog still checks readiness).
+        inherited = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
+        settings = {"GATEWAY_TRITON_URL": triton_url, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.port),
+                    "GATEWAY_JOBS_DIR": str(log_dir / f"jobs-{self.port}"), "GATEWAY_WATCHDOG_PROBE_IDLE_S": "0", **env}
+        self.child: Child = gateway_child(0, self.log_path, base_env=inherited, **settings)
+        self.child.start()
+
+    @property
+    def proc(self):
+        return self.child.process
 
     def wait_ready(self, timeout: float = 60.0) -> "GatewayProcess":
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
+        def answering() -> bool:
+            if not self.child.alive():
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/openapi.json", timeout=2).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/openapi.json", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start in {timeout:.0f} s:\n{self.log()}")
-            time.sleep(0.1)
+                return False
+
+        wait_until(answering, timeout, f"the gateway on port {self.port} to answer:\n{self.log()}")
+        return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers run, as in a crash."""
-        self.proc.send_signal(signal.SIGKILL)
+        os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.child.stop(15)
 
     def __enter__(self) -> "GatewayProcess":
         try:
@@ -71,3 +71,10 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[str]:
+    """A ``GatewayProcess``, ready; yields its base URL and stops it."""
+    with GatewayProcess(triton_url, log_dir, **env) as gateway:
+        yield gateway.url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str) -> float:
+    """Seconds until ``predicate()`` held, polled: for state in another process (a server coming up), which
+    sends no event to wait on. Raises ``TimeoutError`` naming ``what``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic() - start
