@@ -75,6 +75,12 @@ async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: Tr
     name, audio = await _decoded(source, settings, model)
     if diarize is not None:
         return await _diarized(triton, settings, name, audio, options, conversion, diarize, references or {})
+    return await _whole(triton, settings, name, audio, options, conversion)
+
+
+async def _whole(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+                 conversion: str) -> Transcription:
+    """The whole audio's transcription: one call, or pieces merged past ``triton_piece_seconds``."""
     if audio.duration <= settings.triton_piece_seconds:
         return await infer(triton, name, audio.samples, options, conversion)
     parts = [part async for part in _pieces(triton, settings, name, audio, options, conversion,
@@ -117,7 +123,7 @@ async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: 
         clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
     try:
         result, windows, *ref_windows = await together(
-            infer(triton, name, audio.samples, options, conversion),
+            _whole(triton, settings, name, audio, options, conversion),
             triton.speaker_windows(settings.diarization_model, audio.samples),
             *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
     except ModelNotFound as exc:
