@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_AUDIO, ROOT, audio_of, error_rate, load_clips, machine_description, running_stack
+from .common import audio_of, error_rate, load_clips, machine_description, results_dir, running_stack, stack_arguments
 
 RATE = 16000
 
@@ -147,25 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live-seconds", type=float, default=30.0, help="speech per live stream")
     parser.add_argument("--upload-seconds", type=float, default=210.0, help="speech in the stream=true upload")
     parser.add_argument("--repeats", type=int, default=2, help="stream=true / one-request pairs")
-    parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--out", type=Path, default=None)
+    stack_arguments(parser)
     args = parser.parse_args(argv)
 
-    from .run import benchmark_repository, machine_tag
+    from .run import benchmark_repository
 
-    if not (args.audio_dir / "manifest.tsv").is_file():
-        raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
+    out = results_dir(args, "streaming")
     english = [c for c in load_clips(args.audio_dir) if c.language == "en" and c.kind == "short" and c.duration >= 3]
     live_audio, live_ref = joined(english, args.live_seconds)
     upload, upload_ref = joined(english * 8, args.upload_seconds)
-    out = args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-streaming"
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
-        with running_stack(repo, out / "logs", log) as (_, _, url):
-            live = live_streams(url, live_audio, live_ref, [int(n) for n in args.streams.split(",")])
+        levels = [int(n) for n in args.streams.split(",")]
+        # one process plays every listener: its per-client stream limit is raised to the most streams measured
+        with running_stack(repo, out / "logs", log, GATEWAY_MAX_STREAMS_PER_CLIENT=str(max(levels))) as (_, _, url):
+            live = live_streams(url, live_audio, live_ref, levels)
             sse = sse_upload(url, upload, upload_ref, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.aio import Interrupted, unless
 from gateway.config import Settings
-from gateway.errors import TooManyRequests, Unauthorized
+from gateway.errors import ClientGone, TooManyRequests, Unauthorized
 from gateway.triton import TritonClient
 
 
@@ -82,3 +83,21 @@ async def in_flight_slot(request: Request, settings: SettingsDep) -> AsyncIterat
 
 Authenticated = Depends(require_token)
 InFlightSlot = Depends(in_flight_slot)
+
+
+T = TypeVar("T")
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or, if the client disconnects first, ``ClientGone`` (a 499 line in the log) with
+    ``work`` cancelled, and its Triton call with it: a request still queued in Triton is dropped there.
+    Call it once the body has been read: from then on the connection has nothing to say but goodbye."""
+    try:
+        return await unless(work, _disconnected(request))
+    except Interrupted:
+        raise ClientGone() from None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -174,6 +174,7 @@ class LegacyModels(BaseModel):
 class TritonState(BaseModel):
     url: str
     ready: bool
+    problem: Optional[str] = Field(None, description="What the watchdog found wrong, while it is wrong")
 
 
 class Health(BaseModel):

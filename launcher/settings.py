@@ -26,6 +26,12 @@ class LaunchSettings(BaseSettings):
     http_port: int = Field(8000, validation_alias="TRITON_HTTP_PORT")
     grpc_port: int = Field(8001, validation_alias="TRITON_GRPC_PORT")
     metrics_port: int = Field(8002, validation_alias="TRITON_METRICS_PORT")
+    # Triton's ports have no authentication: only this machine by default ("0.0.0.0" opens them to the network).
+    bind_address: str = Field("127.0.0.1", validation_alias="TRITON_BIND_ADDRESS")
+    # "explicit": the models can be loaded and unloaded through Triton's API (POST /v2/repository/...).
+    model_control: str = Field("none", pattern="^(none|explicit)$", validation_alias="TRITON_MODEL_CONTROL")
+    # A running tritonserver that does not answer /v2/health/live for this long is killed and restarted.
+    stuck_after_s: float = Field(10.0, gt=0, validation_alias="TRITON_STUCK_S")
     # Where the Python backend and its stub are copied (and the served repository's links are kept).
     build_dir: Path = Field(ROOT / "build", validation_alias="WHISPER_TRITON_BUILD")
     ready_timeout_s: float = Field(900.0, gt=0, validation_alias="TRITON_READY_TIMEOUT_S")

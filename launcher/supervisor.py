@@ -1,10 +1,13 @@
 """The gateway process and the ``Supervisor``: keeps tritonserver (and the gateway) running, restarts a
-child that dies, and stops everything on Ctrl-C (SIGINT) or SIGTERM, each child's process group as a whole."""
+tritonserver that exits, whose model-instance stub dies, or that stops answering (``/v2/health/live``
+unanswered for ``TRITON_STUCK_S``: stopped, deadlocked, swapped out), restarts a gateway that exits, and
+stops everything on Ctrl-C (SIGINT) or SIGTERM, each child's process group as a whole."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -15,15 +18,6 @@ from launcher.settings import LaunchSettings
 from launcher.triton import TritonServer
 
 
-def gateway_address(environ: Mapping[str, str]) -> tuple[str, int]:
-    """The gateway's host and port: its own settings (``GATEWAY_HOST``, ``GATEWAY_PORT``), as ``environ`` sets them."""
-    from gateway.config import Settings
-
-    given = {name: environ[f"GATEWAY_{name.upper()}"] for name in ("host", "port") if f"GATEWAY_{name.upper()}" in environ}
-    settings = Settings(**given)
-    return settings.host, settings.port
-
-
 def gateway_child(grpc_port: int, log_path: Path | None = None, *, base_env: Mapping[str, str] | None = None,
                   **env: str) -> Child:
     """The gateway in front of the Triton on ``grpc_port``. Its host, port and everything else are its own
@@ -31,15 +25,14 @@ def gateway_child(grpc_port: int, log_path: Path | None = None, *, base_env: Map
     environ = dict(os.environ if base_env is None else base_env)
     environ.setdefault("GATEWAY_TRITON_URL", f"127.0.0.1:{grpc_port}")
     environ.update(env)
-    host, port = gateway_address(environ)
-    argv = [sys.executable, "-m", "uvicorn", "gateway.main:create_app", "--factory", "--host", host,
-            "--port", str(port), "--log-level", "warning"]
-    return Child("gateway", argv, environ, log_path)
+    return Child("gateway", [sys.executable, "-m", "gateway", "--log-level", "warning"], environ, log_path)
 
 
 def gateway_port() -> int:
     """Where the gateway listens: its own setting (``GATEWAY_PORT``)."""
-    return gateway_address(os.environ)[1]
+    from gateway.config import Settings
+
+    return Settings().port
 
 
 class Supervisor:
@@ -55,7 +48,9 @@ class Supervisor:
 
     def _new_triton(self) -> TritonServer:
         s = self.settings
-        return TritonServer(s.repository, s.http_port, s.grpc_port, s.metrics_port, s.models, s.build_dir)
+        self.last_live = None  # when the new server last answered /v2/health/live (None: not yet)
+        return TritonServer(s.repository, s.http_port, s.grpc_port, s.metrics_port, s.models, s.build_dir,
+                            bind_address=s.bind_address, model_control=s.model_control == "explicit")
 
     def _on_signal(self, signum, _frame) -> None:
         self.stopping = True
@@ -78,6 +73,7 @@ class Supervisor:
                 time.sleep(0.5)
             if self.stopping:
                 return 0
+            self.last_live = time.monotonic()  # ready answers: from now on, silence means stuck
             port = gateway_port()
             if self.gateway:
                 self.gateway.start()
@@ -87,9 +83,11 @@ class Supervisor:
                         return 1
                     time.sleep(0.3)
             print(f"\nready in {time.monotonic() - started:.1f} s", flush=True)
-            print(f"  Triton HTTP     http://localhost:{s.http_port}/v2/health/ready")
-            print(f"  Triton gRPC     localhost:{s.grpc_port}")
-            print(f"  Triton metrics  http://localhost:{s.metrics_port}/metrics")
+            where = "this machine only" if s.bind_address.startswith("127.") else "OPEN to the network, no authentication"
+            print(f"  Triton HTTP     http://{s.bind_address}:{s.http_port}/v2/health/ready  ({where}; model control "
+                  f"{'ON' if s.model_control == 'explicit' else 'off'})")
+            print(f"  Triton gRPC     {s.bind_address}:{s.grpc_port}")
+            print(f"  Triton metrics  http://{s.bind_address}:{s.metrics_port}/metrics")
             if self.gateway:
                 print(f"  Gateway         http://localhost:{port}/  (API: /v1/audio/transcriptions, docs: /docs)")
             print("Press Ctrl-C to stop.", flush=True)
@@ -116,6 +114,14 @@ class Supervisor:
                 self.triton = self._new_triton()
                 self.expected_stubs = None
                 self.triton.start()
+            elif self._stuck():
+                print(f"tritonserver (pid {self.triton.pid}) has not answered /v2/health/live for "
+                      f"{time.monotonic() - self.last_live:.0f} s; killing it", file=sys.stderr, flush=True)
+                self.triton.signal_group(signal.SIGKILL)  # SIGTERM would wait on a stopped process; the loop restarts it
+                try:
+                    self.triton.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
             elif self.triton.ready():
                 backoff = 1.0
                 self._check_stubs()
@@ -123,6 +129,13 @@ class Supervisor:
                 print("gateway exited; restarting", file=sys.stderr, flush=True)
                 self.gateway = gateway_child(self.settings.grpc_port)
                 self.gateway.start()
+
+    def _stuck(self) -> bool:
+        """Alive, answered /v2/health/live once, and not since ``stuck_after_s``."""
+        if self.triton.live():
+            self.last_live = time.monotonic()
+            return False
+        return self.last_live is not None and time.monotonic() - self.last_live > self.settings.stuck_after_s
 
     def _check_stubs(self) -> None:
         """A model instance whose stub process died fails every batch sent to it while Triton still reports

@@ -10,13 +10,22 @@ then binary audio frames (raw 16 kHz mono PCM, or MediaRecorder webm/ogg opus ch
 ``{"type": "stop"}``. The server sends ``partial`` (tentative text), ``final`` (newly committed words
 with start/end in seconds on the stream's timeline), ``error`` and, after stop, ``done`` (the whole
 committed text); then it closes with 1000. Protocol errors close with 1003 (unusable data) or 1008
-(policy: bad start message, audio before start); a full gateway refuses with 1013 (try again later).
+(policy: bad start message, audio before start, audio that falls ``GATEWAY_STREAM_IDLE_S`` behind real
+time); a frame over ``GATEWAY_STREAM_MAX_FRAME_KIB`` closes with 1009; a full gateway, or a client with
+``GATEWAY_MAX_STREAMS_PER_CLIENT`` streams open, is refused with 1013 (try again later).
 
 Every step (``GATEWAY_STREAM_STEP_S`` of new audio) the stream's buffer is sent to Triton's model with
 word timestamps and the committed text as prompt. All streams call the same model, so Triton's dynamic
-batcher runs steps of different streams together. Settings (gateway/config.py): ``GATEWAY_MAX_STREAMS`` (16),
-``GATEWAY_STREAM_STEP_S`` (1.0), ``GATEWAY_STREAM_BEAM_SIZE`` (1; 0 = the model's default),
-``GATEWAY_STREAM_TRIM_S`` (15), ``GATEWAY_STREAM_MAX_BUFFER_S`` (30), ``GATEWAY_STREAM_IDLE_S`` (60).
+batcher runs steps of different streams together; at most ``GATEWAY_STREAM_TRITON_CONCURRENCY`` steps of
+all streams are outstanding at once, so streams cannot take Triton from uploads (a stream whose turn comes
+late decodes all its new audio in one step). A stream costs no more than a live one: its steps are at
+least ``GATEWAY_STREAM_STEP_S`` apart in wall time too, audio that gets more than
+``GATEWAY_STREAM_MAX_AHEAD_S`` ahead of real time closes the stream with 1008 (files go to the upload
+routes), and no frame is read while the buffer is at its cap (``GATEWAY_STREAM_MAX_BUFFER_S`` plus one
+step) until a step has trimmed it: the buffer never grows past the cap. Settings
+(gateway/config.py): ``GATEWAY_MAX_STREAMS`` (16), ``GATEWAY_STREAM_STEP_S`` (1.0),
+``GATEWAY_STREAM_BEAM_SIZE`` (1; 0 = the model's default), ``GATEWAY_STREAM_TRIM_S`` (15),
+``GATEWAY_STREAM_MAX_BUFFER_S`` (30), ``GATEWAY_STREAM_IDLE_S`` (30), ``GATEWAY_STREAM_MAX_AHEAD_S`` (10).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketState
 
 from gateway.errors import ModelNotFound
+from gateway.limits import ClientCounter, client_key, presented_token
 from gateway.stream_audio import SAMPLE_RATE, FrameError, WebmDecoder, pcm_to_float
 from gateway.streaming import LocalAgreement, TimedWord, join_words, words_from_segments
 
@@ -47,7 +57,7 @@ CONTAINER = {"webm": "matroska", "ogg": "ogg"}
 CHINESE = {"zh", "yue"}
 
 # Close codes (RFC 6455).
-NORMAL, UNSUPPORTED_DATA, POLICY, INTERNAL, TRY_AGAIN_LATER = 1000, 1003, 1008, 1011, 1013
+NORMAL, UNSUPPORTED_DATA, POLICY, TOO_BIG, INTERNAL, TRY_AGAIN_LATER = 1000, 1003, 1008, 1009, 1011, 1013
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,15 @@ class StreamConfig:
     beam_size: int = 1
     trim_s: float = 15.0
     max_buffer_s: float = 30.0
-    idle_s: float = 60.0
+    idle_s: float = 30.0
+    max_ahead_s: float = 10.0
+    max_frame_bytes: int = 1 << 20
     min_first_s: float = 1.0  # audio needed before the first step
+
+    @property
+    def cap_samples(self) -> int:
+        """The buffer no frame is read beyond: the hard cap plus one step, so that a step at the cap trims."""
+        return int((self.max_buffer_s + self.step_s) * SAMPLE_RATE)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "StreamConfig":
@@ -72,6 +89,8 @@ class StreamConfig:
             trim_s=settings.stream_trim_s,
             max_buffer_s=max(settings.stream_trim_s, settings.stream_max_buffer_s),
             idle_s=settings.stream_idle_s,
+            max_ahead_s=settings.stream_max_ahead_s,
+            max_frame_bytes=settings.stream_max_frame_kib * 1024,
         )
 
 
@@ -87,13 +106,15 @@ Transcriber = Callable[..., Any]
 _own_clients: dict[tuple[str, int], Any] = {}
 
 
-def _gateway_transcriber(triton: Any) -> Transcriber:
-    """Use the gateway's shared ``TritonClient`` (gateway/triton.py) when the app has one."""
+def _gateway_transcriber(triton: Any, steps: asyncio.Semaphore) -> Transcriber:
+    """Use the gateway's shared ``TritonClient`` (gateway/triton.py) when the app has one; ``steps`` bounds
+    the steps of all streams outstanding at once."""
     from gateway.results import Options
 
     async def call(model: str, audio: np.ndarray, language: str, task: str, prompt: str, beam_size: int):
-        result = await triton.transcribe(model, audio, Options(language=language, task=task, prompt=prompt,
-                                                               word_timestamps=True, beam_size=beam_size))
+        async with steps:
+            result = await triton.transcribe(model, audio, Options(language=language, task=task, prompt=prompt,
+                                                                   word_timestamps=True, beam_size=beam_size))
         segments = [{"start": s.start, "end": s.end, "text": s.text,
                      "words": [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
                                for w in (s.words or ())]} for s in result.segments]
@@ -129,7 +150,8 @@ def _transcriber(ws: WebSocket) -> Transcriber:
         return override
     triton = getattr(state, "triton", None)
     if triton is not None and hasattr(triton, "transcribe"):
-        return _gateway_transcriber(triton)
+        steps = getattr(state, "stream_steps", None) or asyncio.Semaphore(1 << 30)
+        return _gateway_transcriber(triton, steps)
     settings = getattr(state, "settings", None)
     url = getattr(settings, "triton_url", None) or "localhost:8001"
     return _own_transcriber(url)
@@ -152,9 +174,7 @@ def _authorized(ws: WebSocket) -> bool:
     import secrets
 
     expected = api_key.get_secret_value()
-    header = ws.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    given = given or ws.query_params.get("api_key", "") or ws.query_params.get("token", "")
+    given = presented_token(ws.scope)
     return bool(given) and secrets.compare_digest(given.encode(), expected.encode())
 
 
@@ -199,44 +219,104 @@ class StreamSession:
                  convert: Callable[[str], str]) -> None:
         self.ws, self.start, self.config, self.transcribe, self.convert = ws, start, config, transcribe, convert
         self.agreement = LocalAgreement(trim_after_s=config.trim_s, max_buffer_s=config.max_buffer_s)
-        self.audio = np.zeros(0, dtype=np.float32)  # the buffer: samples from agreement.buffer_start on
+        self._audio = np.zeros(0, dtype=np.float32)  # the buffer: samples from agreement.buffer_start on ...
+        self._arrived: list[np.ndarray] = []  # ... and what arrived since it was last read (joined then)
+        self.buffered = 0  # samples in the buffer, those arrived included
         self.received = 0  # samples received over the whole stream
         self.processed_to = 0  # ``received`` at the last step
         self.stopped = False
         self.language = start.language
         self.steps = 0
+        self.started = time.monotonic()
+        self._last_step = self.started
+        self.waited = 0.0  # seconds spent waiting for the client's next message
+        self.held_s = 0.0  # seconds the gateway held back reading (the buffer at its cap)
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set when a step has shrunk the buffer
         self.decoder: WebmDecoder | None = None
         if start.format in CONTAINER:
             loop = asyncio.get_running_loop()
-            self.decoder = WebmDecoder(lambda: loop.call_soon_threadsafe(self._wake.set), CONTAINER[start.format])
+            self.decoder = WebmDecoder(lambda: loop.call_soon_threadsafe(self._wake.set), CONTAINER[start.format],
+                                       max_pending=config.cap_samples)
 
     # -- audio in ---------------------------------------------------------------------------
+    @property
+    def audio(self) -> np.ndarray:
+        """The buffer as one array (frames are joined when it is read, not one by one as they arrive)."""
+        if self._arrived:
+            self._audio = np.concatenate([self._audio, *self._arrived])
+            self._arrived = []
+        return self._audio
+
     def _append(self, samples: np.ndarray) -> None:
         if samples.size:
-            self.audio = np.concatenate([self.audio, samples])
+            self._arrived.append(samples)
+            self.buffered += samples.size
             self.received += samples.size
 
     def _pull_decoded(self) -> None:
         if self.decoder is not None:
             self._append(self.decoder.drain())  # FrameError if the container was garbage
 
+    def _ahead_s(self) -> float:
+        """How far the audio received is ahead of real time since the stream started."""
+        return self.received / SAMPLE_RATE - (time.monotonic() - self.started)
+
+    async def _room_in_buffer(self) -> None:
+        """Hold back reading while the buffer is at its cap, until a step trims it (the rest of the audio
+        waits in the client's socket meanwhile)."""
+        self._pull_decoded()
+        while self.buffered >= self.config.cap_samples:
+            t0 = time.monotonic()
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+            self.held_s += time.monotonic() - t0
+            self._pull_decoded()
+
+    def _check_real_time(self) -> None:
+        """A live stream never runs ahead of real time; past ``max_ahead_s`` the client is closed (1008)."""
+        ahead = self._ahead_s()
+        if ahead > self.config.max_ahead_s:
+            raise ProtocolError(f"audio arrives faster than real time ({ahead:.1f} s ahead; the limit is "
+                                f"{self.config.max_ahead_s:g} s): stream live audio, or upload files to "
+                                f"/v1/audio/transcriptions", POLICY)
+
+    async def _next_message(self) -> dict:
+        """The client's next message. Waiting counts against the stream: its audio may fall at most
+        ``idle_s`` behind the time spent waiting for it (a client that sends nothing, or a few bytes a
+        minute, is closed); the time the gateway held back reading does not count."""
+        timeout = self.config.idle_s + self.received / SAMPLE_RATE - self.waited
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):  # not wait_for: see _wait_for_work
+                return await self.ws.receive()
+        except TimeoutError:
+            raise ProtocolError(f"the stream's audio fell {self.config.idle_s:.0f} s behind real time "
+                                f"({self.received / SAMPLE_RATE:.1f} s of audio in {self.waited + timeout:.0f} s)",
+                                POLICY) from None
+        finally:
+            self.waited += time.monotonic() - t0
+
     async def receive_loop(self) -> str:
         """Read frames until stop (returns "stop") or the client leaves (returns "disconnect")."""
         while True:
-            try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout=self.config.idle_s)
-            except asyncio.TimeoutError:
-                raise ProtocolError(f"no data for {self.config.idle_s:.0f} s", POLICY) from None
+            await self._room_in_buffer()
+            message = await self._next_message()
             if message["type"] == "websocket.disconnect":
                 return "disconnect"
             data = message.get("bytes")
             if data is not None:
+                if len(data) > self.config.max_frame_bytes:
+                    raise ProtocolError(f"a frame of {len(data)} bytes; the limit is {self.config.max_frame_bytes}",
+                                        TOO_BIG)
                 if self.decoder is not None:
                     self.decoder.feed(data)
+                    self._pull_decoded()
                 else:
                     self._append(pcm_to_float(data, self.start.format))
                     self._wake.set()
+                self._check_real_time()
                 continue
             try:
                 control = json.loads(message.get("text") or "")
@@ -283,15 +363,18 @@ class StreamSession:
             return
         # ``agreement.buffer_start`` is already ``trim_to``; the buffer held audio from the old start.
         drop = int(round((trim_to - self._old_start) * SAMPLE_RATE))
-        self.audio = self.audio[max(0, drop):]
+        self._audio = self.audio[max(0, drop):]
+        self.buffered = self._audio.size
 
     async def step(self) -> None:
+        self._last_step = time.monotonic()
         self._old_start = self.agreement.buffer_start
         t0 = time.perf_counter()
         words, ends, buffer_end = await self._infer()
         compute = time.perf_counter() - t0
         result = self.agreement.update(words, buffer_end, ends)
         self._trim(result.trim_to)
+        self._room.set()
         audio_end = round(self.received / SAMPLE_RATE, 3)
         if result.committed:
             await self._send({"type": "final", "words": self._words_out(result.committed),
@@ -302,13 +385,27 @@ class StreamSession:
                           "compute_s": round(compute, 3)})
 
     async def _wait_for_work(self) -> None:
-        need = int(max(self.config.step_s, self.config.min_first_s if self.steps == 0 else 0) * SAMPLE_RATE)
+        """Until a step is due: ``step_s`` of new audio (``min_first_s`` for the first), and as long in wall
+        time since the last step began (since the start, for the first): a stream faster than real time gets
+        no more steps than a live one."""
+        first = self.steps == 0
+        need = int(max(self.config.step_s, self.config.min_first_s if first else 0) * SAMPLE_RATE)
         while not self.stopped and self.received - self.processed_to < need:
             self._wake.clear()
             self._pull_decoded()
             if self.stopped or self.received - self.processed_to >= need:
                 break
             await self._wake.wait()
+        due = (self.started + self.config.min_first_s) if first else (self._last_step + self.config.step_s)
+        while not self.stopped and time.monotonic() < due:
+            self._wake.clear()
+            try:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that comes as
+                # the event is set, and the closed stream's worker would go on to its next step
+                async with asyncio.timeout(due - time.monotonic()):
+                    await self._wake.wait()
+            except TimeoutError:
+                break
         self._pull_decoded()
 
     async def work_loop(self) -> None:
@@ -336,6 +433,7 @@ class StreamSession:
                           "duration": round(self.received / SAMPLE_RATE, 3), "steps": self.steps})
 
     def close(self) -> None:
+        self._room.set()
         if self.decoder is not None:
             self.decoder.close(wait_s=0)  # the daemon thread sees end of input and exits
 
@@ -374,6 +472,12 @@ async def stream(ws: WebSocket) -> None:
     if active >= config.max_streams:
         await _close(ws, TRY_AGAIN_LATER, f"too many streams (limit {config.max_streams}); try again later",
                      f"too many streams (limit {config.max_streams}); try again later")
+        return
+    clients: ClientCounter | None = getattr(state, "stream_clients", None)
+    client = client_key(ws.scope, _settings_value(ws, "client_key", "ip"))
+    if clients is not None and not clients.try_acquire(client):
+        reason = f"too many streams from this client (limit {clients.limit}); try again later"
+        await _close(ws, TRY_AGAIN_LATER, reason, reason)
         return
     state.streams_active = active + 1
     session: StreamSession | None = None
@@ -436,6 +540,8 @@ async def stream(ws: WebSocket) -> None:
         if session is not None:
             session.close()
         state.streams_active = getattr(state, "streams_active", 1) - 1
+        if clients is not None:
+            clients.release(client)
 
 
 @router.get("/live", include_in_schema=False)

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_gateway import CONTAINERS, alive, corpus, gateway_pid, load_clip, memory_mb, silent_flac, wav_header
+from tests.utils.fuzz_gateway import CONTAINERS, alive, corpus, gateway_pid, load_clip, memory_mb, silent_flac, wav_header
 from tests.utils.helpers import SHARED_AUDIO
 from tests.integration.conftest import run_gateway
 

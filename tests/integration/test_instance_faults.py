@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import WhisperTritonClient
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import ROOT, audio_of, clip, free_port, wer
+from tests.utils.helpers import ROOT, audio_of, clip, free_port, wer
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def faulty_triton(tmp_path_factory, shared_audio):
 
     tmp = tmp_path_factory.mktemp("faults")
     server = TritonServer(_faulty_repository(tmp), free_port(), free_port(), free_port(), models=[MODEL],
-                          log_path=tmp / "tritonserver.log")
+                          log_path=tmp / "tritonserver.log", model_control=True)  # the reload below needs it
     server.start()
     try:
         server.wait_ready(timeout=READY_TIMEOUT_S)

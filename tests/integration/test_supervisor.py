@@ -1,4 +1,6 @@
-"""`make serve`'s supervisor: Ctrl-C leaves no orphans; a killed tritonserver or model-instance stub is restarted."""
+"""`make serve`'s supervisor (``python -m launcher``): Ctrl-C leaves no orphans; a killed, stopped (SIGSTOP)
+tritonserver or a killed model-instance stub is restarted; Triton listens on 127.0.0.1 only, with no model
+control. Processes are found by the PIDs the test started (the supervisor's children), never machine-wide."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -57,13 +60,15 @@ def _gone(pid: int) -> bool:
 def supervisor(tmp_path):
     http, grpc, metrics = free_port(), free_port(), free_port()
     env = dict(os.environ, TRITON_HTTP_PORT=str(http), TRITON_GRPC_PORT=str(grpc), TRITON_METRICS_PORT=str(metrics),
-               WHISPER_MODELS="whisper-tiny-en", WHISPER_TRITON_BUILD=str(ROOT / "build"))
+               WHISPER_MODELS="whisper-tiny-en", WHISPER_TRITON_BUILD=str(ROOT / "build"), TRITON_STUCK_S="3")
+    for name in ("TRITON_BIND_ADDRESS", "TRITON_MODEL_CONTROL"):  # make serve's defaults
+        env.pop(name, None)
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "triton"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         # Ready once the supervisor itself says so (a crash before that is a start-up failure, not restarted).
         _wait(lambda: _ready(http) and b"ready in" in (tmp_path / "serve.log").read_bytes(), 300)
-        yield proc, http, grpc
+        yield proc, http, grpc, metrics
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -72,7 +77,7 @@ def supervisor(tmp_path):
 
 
 def test_sigint_stops_everything(supervisor):
-    proc, http, _ = supervisor
+    proc, http, _, _ = supervisor
     [triton_pid] = _tritonserver(proc)
     stubs = _stubs(triton_pid)
     assert stubs, "no backend stub under tritonserver"
@@ -86,7 +91,7 @@ def test_sigint_stops_everything(supervisor):
 def test_killed_triton_is_restarted(supervisor):
     from client import WhisperTritonClient
 
-    proc, http, grpc = supervisor
+    proc, http, grpc, _ = supervisor
     [pid] = _tritonserver(proc)
     os.kill(pid, signal.SIGKILL)
     _wait(lambda: not _ready(http), 10)
@@ -101,7 +106,7 @@ def test_killed_model_instance_stub_restarts_triton(supervisor, tmp_path):
     """Triton 2.51 keeps reporting ready with a dead instance stub (its batches fail); the supervisor notices."""
     from client import WhisperTritonClient
 
-    proc, http, grpc = supervisor
+    proc, http, grpc, _ = supervisor
     [triton_pid] = _tritonserver(proc)
     stubs = _stubs(triton_pid)
     assert stubs, "no backend stub under tritonserver"
@@ -113,3 +118,58 @@ def test_killed_model_instance_stub_restarts_triton(supervisor, tmp_path):
     with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
         assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""
     assert b"backend stub died" in (tmp_path / "serve.log").read_bytes()
+
+
+def test_a_stopped_triton_is_killed_and_restarted(supervisor, tmp_path):
+    """SIGSTOP: alive, not answering. The supervisor used to restart only a tritonserver that had exited."""
+    from client import WhisperTritonClient
+
+    proc, http, grpc, _ = supervisor
+    [pid] = _tritonserver(proc)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        _wait(lambda: _tritonserver(proc) not in ([pid], []), 30)
+        recovery = _wait(lambda: _ready(http), 120)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # killed by the supervisor, as it should be
+    print(f"stopped tritonserver replaced and ready {time.monotonic() - stopped:.1f} s after SIGSTOP "
+          f"(ready {recovery:.1f} s after its restart)")
+    with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
+        assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""
+    assert b"has not answered /v2/health/live" in (tmp_path / "serve.log").read_bytes()
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in list(fh)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_triton_listens_on_loopback_and_cannot_be_unloaded(supervisor):
+    """make serve used to bind 8000/8001/8002 to 0.0.0.0 with explicit model control: anyone who reached port
+    8000 could POST /v2/repository/models/whisper/unload and take the service down."""
+    _, http, grpc, metrics = supervisor
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    for port in (http, grpc, metrics):
+        addresses = _listening(port)
+        assert addresses and addresses <= loopback, f"port {port} listens on {addresses}"
+    request = urllib.request.Request(f"http://127.0.0.1:{http}/v2/repository/models/whisper-tiny-en/unload",
+                                     data=b"{}", method="POST")
+    try:
+        status = urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    assert status != 200
+    time.sleep(0.5)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/whisper-tiny-en/ready", timeout=5).status == 200

@@ -62,14 +62,16 @@ def test_request_arrays_round_trip_through_parse_request():
     options = Options(language="zh", task="translate", prompt="Glossary", word_timestamps=True, beam_size=3,
                       temperature=0.2, vad_filter=False)
     arrays = protocol.request_arrays(np.ones(800, np.float64), options)
-    assert list(arrays) == list(protocol.INPUT_NAMES)
+    assert list(arrays) == list(protocol.INPUT_NAMES)  # all of them, in order, with a prompt
     assert {n: a.dtype for n, a in arrays.items()} == {t.name: np.dtype(t.dtype) for t in protocol.INPUTS}
     assert arrays["AUDIO"].shape == (1, 800) and all(a.shape == (1, 1) for n, a in arrays.items() if n != "AUDIO")
     audio, parsed = protocol.parse_request(arrays.get)
     assert audio.shape == (800,) and parsed == Options(language="zh", task="translate", prompt="Glossary",
                                                        word_timestamps=True, beam_size=3,
                                                        temperature=pytest.approx(0.2), vad_filter=False)
-    assert protocol.parse_request(protocol.request_arrays(np.ones(10), Options()).get)[1] == Options()
+    plain = protocol.request_arrays(np.ones(10), Options())
+    assert list(plain) == [n for n in protocol.INPUT_NAMES if n != "PROMPT"]  # PROMPT only when there is one
+    assert protocol.parse_request(plain.get)[1] == Options()
 
 
 def test_detect_is_one_value():
