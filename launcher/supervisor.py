@@ -19,13 +19,13 @@ from launcher.triton import TritonServer
 
 
 def gateway_child(grpc_port: int, log_path: Path | None = None, *, base_env: Mapping[str, str] | None = None,
-                  **env: str) -> Child:
+                  log_level: str = "warning", **env: str) -> Child:
     """The gateway in front of the Triton on ``grpc_port``. Its host, port and everything else are its own
     ``GATEWAY_*`` settings, from ``base_env`` (this process's environment by default) and ``env``."""
     environ = dict(os.environ if base_env is None else base_env)
     environ.setdefault("GATEWAY_TRITON_URL", f"127.0.0.1:{grpc_port}")
     environ.update(env)
-    return Child("gateway", [sys.executable, "-m", "gateway", "--log-level", "warning"], environ, log_path)
+    return Child("gateway", [sys.executable, "-m", "gateway", "--log-level", log_level], environ, log_path)
 
 
 def gateway_port() -> int:

@@ -32,7 +32,8 @@ class GatewayProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
         settings = {"GATEWAY_TRITON_URL": triton_url, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.port),
                     "GATEWAY_JOBS_DIR": str(log_dir / f"jobs-{self.port}"), "GATEWAY_WATCHDOG_PROBE_IDLE_S": "0", **env}
-        self.child: Child = gateway_child(0, self.log_path, base_env=inherited, **settings)
+        # info: tests read the gateway's own log lines (a client gone mid-request is one 499 line)
+        self.child: Child = gateway_child(0, self.log_path, base_env=inherited, log_level="info", **settings)
         self.child.start()
 
     @property
@@ -73,8 +74,16 @@ class GatewayProcess:
         self.stop()
 
 
+class GatewayURL(str):
+    """A gateway's base URL, with the PID of the process serving it (tests that watch its memory)."""
+
+    pid: int
+
+
 @contextmanager
-def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[str]:
-    """A ``GatewayProcess``, ready; yields its base URL and stops it."""
+def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[GatewayURL]:
+    """A ``GatewayProcess``, ready; yields its base URL (with its ``pid``) and stops it."""
     with GatewayProcess(triton_url, log_dir, **env) as gateway:
-        yield gateway.url
+        url = GatewayURL(gateway.url)
+        url.pid = gateway.proc.pid
+        yield url
