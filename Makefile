@@ -31,10 +31,10 @@ weights: venv
 	$(BIN)/python -m whisper_triton.weights provision
 
 serve: venv weights
-	$(BIN)/python -m whisper_triton.server serve
+	$(BIN)/python -m launcher serve
 
 triton: venv weights
-	$(BIN)/python -m whisper_triton.server triton
+	$(BIN)/python -m launcher triton
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)

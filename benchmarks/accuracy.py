@@ -217,7 +217,8 @@ def engine_texts(clips: list[DevClip], params: dict, per_call: int = 4) -> tuple
     """The service's engine in-process, ``per_call`` requests per ``transcribe`` (as Triton's batcher hands them)."""
     from whisper_triton.config import EngineConfig
     from whisper_triton.engine import WhisperEngine
-    from whisper_triton.types import DecodeOptions, TranscriptionRequest
+    from whisper_triton.protocol import Options
+    from whisper_triton.types import TranscriptionRequest
 
     engine = WhisperEngine(EngineConfig.from_parameters(params), device="cpu")
     engine.warmup()
@@ -226,7 +227,7 @@ def engine_texts(clips: list[DevClip], params: dict, per_call: int = 4) -> tuple
     ordered = sorted(clips, key=lambda c: hashlib.sha1(c.file.encode()).hexdigest())  # mixed lengths per call
     for i in range(0, len(ordered), per_call):
         group = ordered[i : i + per_call]
-        requests = [TranscriptionRequest(audio_of(str(c.path)), DecodeOptions(language=c.decode_language)) for c in group]
+        requests = [TranscriptionRequest(audio_of(str(c.path)), Options(language=c.decode_language)) for c in group]
         for clip, result in zip(group, engine.transcribe(requests)):
             texts[clip.file] = getattr(result, "text", "")
             segments = getattr(result, "segments", [])

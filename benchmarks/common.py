@@ -201,12 +201,11 @@ def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
 def start_gateway(triton, logs: Path, **env: str) -> tuple[object, str]:
     """``make serve``'s gateway in front of ``triton`` on a free port, started; returns ``(child, url)``.
     The caller waits for its /health and stops it."""
-    from whisper_triton.server import ServeSettings, gateway_child
+    from launcher.supervisor import gateway_child
 
     port = free_port()
-    settings = ServeSettings(grpc_port=triton.grpc_port, gateway_port=port, gateway_host="127.0.0.1")
-    gateway = gateway_child(settings, log_path=logs / "gateway.log")
-    gateway.env.update({"GATEWAY_TRITON_URL": triton.grpc_url, **env})
+    gateway = gateway_child(triton.grpc_port, logs / "gateway.log", GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port),
+                            GATEWAY_TRITON_URL=triton.grpc_url, **env)
     gateway.start()
     return gateway, f"http://127.0.0.1:{port}"
 
@@ -216,7 +215,7 @@ def running_stack(repository: Path, logs: Path, log=print, models: tuple[str, ..
                   **gateway_env: str) -> Iterator[tuple[object, object, str]]:
     """tritonserver serving ``models`` (default: the ``whisper`` model) of ``repository`` and a gateway in
     front of it, as ``make serve`` runs them; yields ``(triton, gateway, gateway_url)`` and stops both."""
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     logs.mkdir(parents=True, exist_ok=True)
     triton = TritonServer(repository, free_port(), free_port(), free_port(), models=list(models),

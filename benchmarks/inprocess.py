@@ -64,7 +64,8 @@ def _engine(params: dict):
 
 def _worker(params: dict, groups: list[list[tuple[str, str, float]]], group_by_length: bool, barrier, queue) -> None:
     from whisper_triton import engine as engine_module
-    from whisper_triton.types import DecodeOptions, TranscriptionRequest
+    from whisper_triton.protocol import Options
+    from whisper_triton.types import TranscriptionRequest
 
     from .common import audio_of
 
@@ -86,7 +87,7 @@ def _worker(params: dict, groups: list[list[tuple[str, str, float]]], group_by_l
     barrier.wait()
     started = time.perf_counter()
     for group in groups:
-        requests = [TranscriptionRequest(audios[f], DecodeOptions(language=lang)) for f, _, lang in group]
+        requests = [TranscriptionRequest(audios[f], Options(language=lang)) for f, _, lang in group]
         for (f, _, _), result in zip(group, engine.transcribe(requests)):
             texts[f] = result.text
     elapsed = time.perf_counter() - started
@@ -143,7 +144,8 @@ def levers(args) -> dict:
 
 
 def reference(args) -> dict:
-    from whisper_triton.types import DecodeOptions, TranscriptionRequest
+    from whisper_triton.protocol import Options
+    from whisper_triton.types import TranscriptionRequest
 
     from .common import audio_of
 
@@ -156,14 +158,14 @@ def reference(args) -> dict:
     params = json.loads(args.params) if args.params else {}
     engine = _engine(params)
     for clip in clips[:2]:  # first calls at each new shape are slower; not part of the figure
-        engine.transcribe([TranscriptionRequest(audio_of(str(clip.path)), DecodeOptions(language=clip.language))])
+        engine.transcribe([TranscriptionRequest(audio_of(str(clip.path)), Options(language=clip.language))])
     engine.stats.windows = engine.stats.fallbacks = 0
     rows = []
     for repeat in range(args.repeats):
         for clip in clips:
             audio = audio_of(str(clip.path))
             started = time.perf_counter()
-            result = engine.transcribe([TranscriptionRequest(audio, DecodeOptions(language=clip.language))])[0]
+            result = engine.transcribe([TranscriptionRequest(audio, Options(language=clip.language))])[0]
             rows.append({"file": clip.file, "duration": clip.duration, "latency_s": time.perf_counter() - started, "text": result.text, "repeat": repeat})
     return {"params": params, "rows": rows, "windows": engine.stats.windows, "fallbacks": engine.stats.fallbacks}
 

@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks.common import ROOT, free_port, machine_description, start_gateway, wait_http
 # The test suite's throwaway PostgreSQL and webhook receiver serve the benchmark as they are.
 from client.audio import encode_wav
-from tests.helpers import audio_of
-from tests.postgres import PostgresServer, find_bin
-from tests.webhook_receiver import Receiver
+from tests.utils.helpers import audio_of
+from tests.utils.postgres import PostgresServer, find_bin
+from tests.utils.webhook_receiver import Receiver
 
 CLIPS = ["en/jfk.flac", "en/1089-134686-0000.wav", "en/121-127105-0000.flac", "en/1320-122617-0001.flac",
          "en/2300-131720-0008.flac", "en/8555-284447-0000.flac", "en/7021-79730-0001.flac",
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=10.0)
     args = parser.parse_args()
 
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     out = ROOT / "benchmarks" / "results" / f"{date.today()}-jobs"
     logs = out / "raw"  # gateway and Triton logs: not committed

@@ -19,23 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_triton import protocol
+
 from .common import Clip, audio_of
 
 
 def build_input_data(clips: list[Clip], path: Path) -> float:
-    """Write perf_analyzer's input JSON; returns the mean clip duration (s) for RTFx."""
+    """Write perf_analyzer's input JSON (every input of ``protocol.request_arrays``); returns the mean clip
+    duration (s) for RTFx."""
     data = []
     for clip in clips:
-        audio = np.ascontiguousarray(audio_of(str(clip.path)), dtype=np.float32)
-        data.append({
-            "AUDIO": {"b64": base64.b64encode(audio.tobytes()).decode("ascii"), "shape": [int(audio.size)]},
-            "LANGUAGE": {"content": [clip.language], "shape": [1]},
-            "TASK": {"content": ["transcribe"], "shape": [1]},
-            "PROMPT": {"content": [""], "shape": [1]},
-            "WORD_TIMESTAMPS": {"content": [False], "shape": [1]},
-            "BEAM_SIZE": {"content": [0], "shape": [1]},
-            "TEMPERATURE": {"content": [0.0], "shape": [1]},
-        })
+        arrays = protocol.request_arrays(audio_of(str(clip.path)), protocol.Options(language=clip.language))
+        entry: dict = {}
+        for name, array in arrays.items():
+            if name == protocol.AUDIO.name:
+                entry[name] = {"b64": base64.b64encode(array.tobytes()).decode("ascii"), "shape": [int(array.size)]}
+            else:
+                value = array.reshape(-1)[0]
+                entry[name] = {"content": [value.decode("utf-8") if isinstance(value, bytes) else value.item()],
+                               "shape": [1]}
+        data.append(entry)
     path.write_text(json.dumps({"data": data}))
     return float(np.mean([c.duration for c in clips]))
 

@@ -69,7 +69,7 @@ def cpu_isa_description(setting: str) -> str:
 
 # ---------------------------------------------------------------------------- systems
 def run_baseline(kind: str, clips, mixed, concurrencies, args, out_dir: Path) -> dict:
-    from whisper_triton.server import Child
+    from launcher.processes import Child
 
     port = free_port()
     env = dict(os.environ, BASELINE_KIND=kind, BASELINE_MODEL=model_path("bundled:base"),
@@ -133,7 +133,8 @@ def triton_direct_c1(grpc_url: str, clips) -> list[dict]:
 
 
 def run_triton(clips, mixed, concurrencies, args, out_dir: Path, tmp: Path, results: dict) -> None:
-    from whisper_triton.server import Child, TritonServer
+    from launcher.processes import Child
+    from launcher.triton import TritonServer
 
     repo, config_text = benchmark_repository(tmp, args.repository)
     results["triton_config_pbtxt"] = config_text

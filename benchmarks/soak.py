@@ -55,7 +55,7 @@ def rss_mb(pid: int) -> float | None:
 
 def stub_processes(triton_pid: int) -> dict[str, int]:
     """Label (model instance, e.g. ``whisper_0_1``) -> pid of each live backend stub of tritonserver."""
-    from whisper_triton.server import child_pids  # every thread's children: any may have started a stub
+    from launcher.processes import child_pids  # every thread's children: any may have started a stub
 
     stubs = {}
     for pid in child_pids(triton_pid):

@@ -12,7 +12,6 @@ import json
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict
 
 from tqdm import tqdm
 
@@ -41,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _render(result, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(asdict(result), ensure_ascii=False)
+        return json.dumps({"text": result.text, "language": result.language, "duration": result.duration,
+                           "segments": [s.to_dict() for s in result.segments]}, ensure_ascii=False)
     if fmt == "srt":
         return to_srt(result.segments)
     if fmt == "vtt":

@@ -10,7 +10,7 @@ from typing import BinaryIO, Union
 import av
 import numpy as np
 
-SAMPLE_RATE = 16000
+from whisper_triton.protocol import SAMPLE_RATE
 
 
 class AudioDecodeError(ValueError):

@@ -2,67 +2,36 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-# Every request carries every input (see _arrays): Triton's dynamic batcher only batches requests with
-# the same set of inputs, so leaving optional ones out would split batches.
-OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+from whisper_triton import protocol
+from whisper_triton.protocol import Options
+
+OUTPUTS = protocol.OUTPUT_NAMES
 
 
-@dataclass
-class TritonTranscription:
-    text: str
-    language: str
-    duration: float
-    segments: list[dict] = field(default_factory=list)
-
-
-def _arrays(audio: np.ndarray, language: str, task: str, prompt: str, word_timestamps: bool, beam_size: int, temperature: float,
-            vad_filter: Optional[bool]) -> dict[str, np.ndarray]:
-    def text(value: str) -> np.ndarray:
-        return np.array([[value.encode("utf-8")]], dtype=np.object_)
-
-    return {
-        "AUDIO": np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1),
-        "LANGUAGE": text(language or ""),
-        "TASK": text(task or "transcribe"),
-        "PROMPT": text(prompt or ""),
-        "WORD_TIMESTAMPS": np.array([[bool(word_timestamps)]], dtype=bool),
-        "BEAM_SIZE": np.array([[int(beam_size)]], dtype=np.int32),
-        "TEMPERATURE": np.array([[float(temperature)]], dtype=np.float32),
-        "VAD_FILTER": text("" if vad_filter is None else str(bool(vad_filter)).lower()),
-    }
-
-
-_DTYPES = {"AUDIO": "FP32", "WORD_TIMESTAMPS": "BOOL", "BEAM_SIZE": "INT32", "TEMPERATURE": "FP32"}
+TritonTranscription = protocol.Result  # text, language, duration, segments
 
 
 def build_inputs(module: Any, audio: np.ndarray, language: str = "", task: str = "transcribe", prompt: str = "",
                  word_timestamps: bool = False, beam_size: int = 0, temperature: float = 0.0,
                  vad_filter: Optional[bool] = None) -> list:
     """InferInput objects for ``module`` (``tritonclient.grpc``, ``.grpc.aio`` or ``.http``)."""
+    options = Options(language=language, task=task, prompt=prompt, word_timestamps=word_timestamps,
+                      beam_size=beam_size, temperature=temperature, vad_filter=vad_filter)
     inputs = []
-    for name, array in _arrays(audio, language, task, prompt, word_timestamps, beam_size, temperature, vad_filter).items():
-        tensor = module.InferInput(name, list(array.shape), _DTYPES.get(name, "BYTES"))
+    for name, array in protocol.request_arrays(audio, options).items():
+        tensor = module.InferInput(name, list(array.shape), protocol.TRITON_DTYPES[name])
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
 
 
 def parse_result(result: Any) -> TritonTranscription:
-    def first(name: str) -> Any:
-        return result.as_numpy(name).reshape(-1)[0]
-
-    return TritonTranscription(
-        text=first("TEXT").decode("utf-8"),
-        language=first("LANGUAGE").decode("utf-8"),
-        duration=float(first("DURATION")),
-        segments=json.loads(first("SEGMENTS").decode("utf-8")),
-    )
+    """An ``InferResult`` -> text, language, duration and typed segments."""
+    return protocol.parse_result(result.as_numpy)
 
 
 class WhisperTritonClient:

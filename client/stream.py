@@ -25,7 +25,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from whisper_triton.protocol import SAMPLE_RATE
+
 DEFAULT_URL = "ws://localhost:8080/v1/stream"
 
 

@@ -97,7 +97,10 @@ class Settings(BaseSettings):
     # stream=true uploads: the file is sent to Triton in pieces of about this length (cut at pauses), a few
     # at once, and each piece's text is sent to the client as soon as it and the ones before it are done.
     sse_chunk_seconds: float = Field(30.0, ge=5)
-    sse_chunks_ahead: int = Field(4, ge=1)  # pieces of one stream=true upload in flight at once
+    sse_chunks_ahead: int = Field(4, ge=1)  # pieces of one stream=true (or long) upload in flight at once
+    # Uploads longer than this go to Triton the same way, in pieces of about this length, so no gRPC message
+    # is larger than ~20 MB (copying an hour's 230 MB would hold the event loop for most of a second).
+    triton_piece_seconds: float = Field(300.0, ge=30)
 
     chinese_default: ChineseScript = "s2twp"  # zh output script when the request does not choose one
 

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from gateway.protocol import ErrorDetail, ErrorResponse
+
 log = logging.getLogger("gateway")
 
 LEGACY_PREFIXES = ("/transcribe/", "/stt/", "/models")
@@ -114,7 +116,9 @@ def safe_message(message: str) -> str:
 
 
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": safe_message(message), "type": type, "param": param, "code": code}}
+    """OpenAI's error body (``gateway.protocol.ErrorResponse``)."""
+    detail = ErrorDetail(message=safe_message(message), type=type, param=param, code=code)
+    return ErrorResponse(error=detail).model_dump()
 
 
 def body_of(exc: BaseException) -> dict[str, Any]:

@@ -3,107 +3,70 @@
 from __future__ import annotations
 
 import math
-import re
-from typing import Any
+from typing import Any, get_args
 
+from fastapi.responses import JSONResponse, Response
+
+from client import formats as subtitles
+from gateway import protocol
 from gateway.languages import name as language_name
 from gateway.results import Segment, Transcription
 
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+FORMATS = get_args(protocol.ResponseFormat)
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "diarized_json": "application/json",
                "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
                "vtt": "text/vtt; charset=utf-8"}
 
 
-def timestamp(seconds: float, separator: str = ",") -> str:
-    """``HH:MM:SS,mmm`` (SRT) or with ``.`` (VTT); hours grow past 99 when needed."""
-    millis = max(0, round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def display(speaker: str) -> str:
-    """A speaker as subtitles show it: ``Speaker A`` for an unnamed speaker, else the given name."""
-    return f"Speaker {speaker}" if re.fullmatch(r"[A-Z]{1,2}", speaker) else speaker
-
-
-def _cues(segments: tuple[Segment, ...]) -> list[tuple[float, float, str, str | None]]:
-    cues = []
-    for s in segments:
-        text = " ".join(s.text.split())
-        if text:
-            cues.append((s.start, max(s.end, s.start), text, display(s.speaker) if s.speaker else None))
-    return cues
-
-
 def to_srt(result: Transcription) -> str:
-    """SubRip cues; a diarized result's cues start with their speaker (``Speaker A: ...``)."""
-    blocks = [f"{i}\n{timestamp(start)} --> {timestamp(end)}\n{f'{who}: ' if who else ''}{text}\n"
-              for i, (start, end, text, who) in enumerate(_cues(result.segments), start=1)]
-    return "\n".join(blocks)
+    return subtitles.to_srt(result.segments)
 
 
 def to_vtt(result: Transcription) -> str:
-    """WebVTT cues; a diarized result's cues carry a voice span (``<v Speaker A>...``)."""
-    blocks = [f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{_voice(who) if who else ''}{text}\n"
-              for start, end, text, who in _cues(result.segments)]
-    return "WEBVTT\n\n" + "\n".join(blocks)
-
-
-def _voice(who: str) -> str:
-    """A WebVTT voice tag; its annotation may not hold ``>`` or a line break, and ``&``/``<`` are escaped."""
-    clean = " ".join(who.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").split())
-    return f"<v {clean}>"
+    return subtitles.to_vtt(result.segments)
 
 
 def to_text(result: Transcription) -> str:
     return result.text + "\n"
 
 
+def _usage(result: Transcription) -> protocol.Usage:
+    return protocol.Usage(seconds=math.ceil(result.duration))
+
+
 def to_json(result: Transcription) -> dict[str, Any]:
-    return {"text": result.text, "usage": {"type": "duration", "seconds": math.ceil(result.duration)}}
+    return protocol.TranscriptionJson(text=result.text, usage=_usage(result)).model_dump()
+
+
+def _segment(s: Segment) -> protocol.TranscriptionSegment:
+    return protocol.TranscriptionSegment(
+        id=s.id, seek=int(round(s.start * 100)), start=round(s.start, 3), end=round(s.end, 3), text=s.text,
+        tokens=list(s.tokens), temperature=s.temperature, avg_logprob=s.avg_logprob,
+        compression_ratio=s.compression_ratio, no_speech_prob=s.no_speech_prob, speaker=s.speaker or None)
 
 
 def segment_json(s: Segment) -> dict[str, Any]:
-    body = {
-        "id": s.id, "seek": int(round(s.start * 100)), "start": round(s.start, 3), "end": round(s.end, 3),
-        "text": s.text, "tokens": list(s.tokens), "temperature": s.temperature,
-        "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
-        "no_speech_prob": s.no_speech_prob,
-    }
-    if s.speaker:
-        body["speaker"] = s.speaker
-    return body
+    return _segment(s).model_dump(exclude_none=True)
 
 
 def to_diarized_json(result: Transcription) -> dict[str, Any]:
     """OpenAI's ``diarized_json``: the text, and segments with their speaker (``A``, ``B``... or a known name)."""
-    return {
-        "task": "transcribe",
-        "duration": round(result.duration, 3),
-        "text": result.text,
-        "segments": [{"type": "transcript.text.segment", "id": f"seg_{s.id}", "start": round(s.start, 3),
-                      "end": round(s.end, 3), "text": s.text.strip(), "speaker": s.speaker or "A"}
-                     for s in result.segments if s.text.strip()],
-        "usage": {"type": "duration", "seconds": math.ceil(result.duration)},
-    }
+    return protocol.TranscriptionDiarizedJson(
+        duration=round(result.duration, 3), text=result.text, usage=_usage(result),
+        segments=[protocol.DiarizedSegment(id=f"seg_{s.id}", start=round(s.start, 3), end=round(s.end, 3),
+                                           text=s.text.strip(), speaker=s.speaker or "A")
+                  for s in result.segments if s.text.strip()],
+    ).model_dump()
 
 
 def to_verbose_json(result: Transcription, *, words: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "task": result.task,
-        "language": language_name(result.language),
-        "duration": round(result.duration, 3),
-        "text": result.text,
-        "segments": [segment_json(s) for s in result.segments],
-    }
-    if words:
-        body["words"] = [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
-                         for w in result.words]
-    body["usage"] = {"type": "duration", "seconds": math.ceil(result.duration)}
-    return body
+    body = protocol.TranscriptionVerboseJson(
+        task=result.task, language=language_name(result.language), duration=round(result.duration, 3),
+        text=result.text, segments=[_segment(s) for s in result.segments], usage=_usage(result),
+        words=[protocol.TranscriptionWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3))
+               for w in result.words] if words else None,
+    )
+    return body.model_dump(exclude_none=True)
 
 
 def render(result: Transcription, response_format: str, *, words: bool = False) -> str | dict[str, Any]:
@@ -121,3 +84,21 @@ def render(result: Transcription, response_format: str, *, words: bool = False) 
     if response_format == "vtt":
         return to_vtt(result)
     raise ValueError(f"unknown response_format {response_format!r}")
+
+
+def response(result: Transcription, response_format: str, *, words: bool = False) -> Response:
+    """The HTTP response for ``response_format``, with its media type."""
+    body = render(result, response_format, words=words)
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return Response(body, media_type=MEDIA_TYPES[response_format])
+
+
+# What /docs shows for a transcription: every response_format's body.
+TRANSCRIPTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The transcription in the requested response_format (text/event-stream with stream=true)",
+          "model": protocol.TranscriptionJson | protocol.TranscriptionVerboseJson | protocol.TranscriptionDiarizedJson,
+          "content": {media: {"schema": {"type": "string"}}
+                      for media in ("text/plain", "application/x-subrip", "text/vtt", "text/event-stream")}},
+    **protocol.ERROR_RESPONSES,
+}

@@ -27,13 +27,14 @@ from gateway.watchdog import Watchdog
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, triton: TritonClient | None = None) -> FastAPI:
+    """The app; ``triton`` (tests pass a fake) replaces the ``TritonClient`` it would open at startup."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chinese.preload()
-        if getattr(app.state, "triton", None) is None:  # tests may install a fake first
+        if app.state.triton is None:
             app.state.triton = TritonClient(
                 settings.triton_url, timeout_s=settings.triton_timeout_s, deadline_s=settings.triton_deadline_s,
                 deadline_per_audio_s=settings.triton_deadline_per_audio_s,
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.triton = None
+    app.state.triton = triton  # the one place routes, jobs and streams get it from (gateway.deps.get_triton)
     app.state.watchdog = None
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
     app.state.upload_clients = ClientCounter(settings.max_requests_per_client)

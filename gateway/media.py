@@ -23,8 +23,7 @@ import av.error
 import numpy as np
 
 from gateway.errors import InvalidRequest, MediaError
-
-SAMPLE_RATE = 16000
+from whisper_triton.protocol import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

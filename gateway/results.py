@@ -1,70 +1,20 @@
-"""Typed transcription results, as Triton returns them (times in seconds on the original timeline)."""
+"""The gateway's typed transcription result. Its parts (``Segment``, ``Word``) and the request options
+(``Options``) are the Triton contract's own, from ``whisper_triton.protocol``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Callable
 
+from whisper_triton.protocol import Options, Segment, Word
 
-@dataclass(frozen=True)
-class Options:
-    """Per-request decoding options; every field is sent to Triton on every request."""
-
-    language: str = ""  # "" = detect
-    task: str = "transcribe"  # or "translate"
-    prompt: str = ""
-    word_timestamps: bool = False
-    beam_size: int = 0  # 0 = the model's default
-    temperature: float = 0.0
-    vad_filter: bool | None = None  # None = the model's default (config.pbtxt vad_filter)
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float = 0.0
-
-
-@dataclass(frozen=True)
-class Segment:
-    id: int
-    start: float
-    end: float
-    text: str
-    avg_logprob: float = 0.0
-    no_speech_prob: float = 0.0
-    compression_ratio: float = 0.0
-    temperature: float = 0.0
-    tokens: tuple[int, ...] = ()
-    words: tuple[Word, ...] | None = None
-    speaker: str | None = None  # set by diarization (gateway.diarization)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], index: int) -> "Segment":
-        words = data.get("words")
-        return cls(
-            id=int(data.get("id", index)),
-            start=float(data.get("start", 0.0)),
-            end=float(data.get("end", 0.0)),
-            text=str(data.get("text", "")),
-            avg_logprob=float(data.get("avg_logprob", 0.0)),
-            no_speech_prob=float(data.get("no_speech_prob", 0.0)),
-            compression_ratio=float(data.get("compression_ratio", 0.0)),
-            temperature=float(data.get("temperature", 0.0)),
-            tokens=tuple(int(t) for t in data.get("tokens") or ()),
-            words=None if words is None else tuple(
-                Word(str(w.get("word", "")), float(w.get("start", 0.0)), float(w.get("end", 0.0)),
-                     float(w.get("probability", 0.0)))
-                for w in words
-            ),
-            speaker=data.get("speaker") or None,
-        )
+__all__ = ["Options", "Segment", "Transcription", "Word"]
 
 
 @dataclass(frozen=True)
 class Transcription:
+    """A model's answer (times in seconds on the original timeline), with the task and model that made it."""
+
     text: str
     language: str
     duration: float

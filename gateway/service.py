@@ -56,20 +56,48 @@ async def _decoded(source: bytes | BinaryIO, settings: Settings, model: str | No
 
 
 async def infer(triton: TritonClient, name: str, samples, options: Options, conversion: str) -> Transcription:
-    """One Triton call, its audio counted once it succeeded, Chinese in the asked-for script."""
+    """One Triton call, its audio counted once it succeeded, Chinese in the asked-for script (off the loop)."""
     result = await triton.transcribe(name, samples, options)
     metrics.AUDIO_SECONDS.labels(name, options.task).inc(len(samples) / media.SAMPLE_RATE)
-    return chinese.convert(result, conversion) if options.task == "transcribe" else result
+    if options.task != "transcribe" or conversion == "none" or result.language not in chinese.CHINESE_LANGUAGES:
+        return result
+    return await anyio.to_thread.run_sync(chinese.convert, result, conversion)
 
 
 async def transcribe(source: bytes | BinaryIO, *, settings: Settings, triton: TritonClient, model: str | None,
                      options: Options, conversion: str, diarize: diarization.DiarizeOptions | None = None,
                      references: dict[str, bytes] | None = None) -> Transcription:
-    """One upload transcribed; with ``diarize``, with a speaker on every segment (see ``_diarized``)."""
+    """One upload transcribed; with ``diarize``, with a speaker on every segment (see ``_diarized``).
+
+    Audio longer than ``triton_piece_seconds`` goes to Triton in pieces of about that length, cut at pauses,
+    ``sse_chunks_ahead`` at once, and the pieces' results are merged: a single gRPC message of an hour
+    (230 MB) would hold the event loop for most of a second while tritonclient and gRPC copy it, and the
+    model instances share the work of one long file."""
     name, audio = await _decoded(source, settings, model)
     if diarize is not None:
         return await _diarized(triton, settings, name, audio, options, conversion, diarize, references or {})
-    return await infer(triton, name, audio.samples, options, conversion)
+    return await _whole(triton, settings, name, audio, options, conversion)
+
+
+async def _whole(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+                 conversion: str) -> Transcription:
+    """The whole audio's transcription: one call, or pieces merged past ``triton_piece_seconds``."""
+    if audio.duration <= settings.triton_piece_seconds:
+        return await infer(triton, name, audio.samples, options, conversion)
+    parts = [part async for part in _pieces(triton, settings, name, audio, options, conversion,
+                                            settings.triton_piece_seconds)]
+    return chunks.merge(parts, duration=audio.duration, model=name, task=options.task)
+
+
+def _pieces(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,
+            conversion: str, seconds: float) -> AsyncIterator[Transcription]:
+    """The audio's pieces of about ``seconds``, cut at pauses, transcribed ``sse_chunks_ahead`` at once,
+    each result on the file's timeline, in order."""
+    async def piece(span: tuple[int, int]) -> Transcription:
+        result = await infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
+        return chunks.on_timeline(result, span)
+
+    return chunks.in_order(chunks.split_chunks(audio.samples, seconds), piece, settings.sse_chunks_ahead)
 
 
 async def together(*calls):
@@ -96,7 +124,7 @@ async def _diarized(triton: TritonClient, settings: Settings, name: str, audio: 
         clips[speaker] = media.require_sound(await media.decode_async(data, max_seconds=settings.max_reference_seconds))
     try:
         result, windows, *ref_windows = await together(
-            infer(triton, name, audio.samples, options, conversion),
+            _whole(triton, settings, name, audio, options, conversion),
             triton.speaker_windows(settings.diarization_model, audio.samples),
             *(triton.speaker_windows(settings.diarization_model, clip.samples) for clip in clips.values()))
     except ModelNotFound as exc:
@@ -117,13 +145,7 @@ async def transcribe_in_pieces(source: bytes | BinaryIO, *, settings: Settings, 
     (on the file's timeline) yielded in order as soon as it is ready. Decoding and the first piece run
     before the first yield, so their errors still become a plain HTTP error."""
     name, audio = await _decoded(source, settings, model)
-
-    async def piece(span: tuple[int, int]) -> Transcription:
-        result = await infer(triton, name, audio.samples[span[0]:span[1]], options, conversion)
-        return chunks.on_timeline(result, span)
-
-    spans = chunks.split_chunks(audio.samples, settings.sse_chunk_seconds)
-    async for result in chunks.in_order(spans, piece, settings.sse_chunks_ahead):
+    async for result in _pieces(triton, settings, name, audio, options, conversion, settings.sse_chunk_seconds):
         yield result
 
 

@@ -1,24 +1,21 @@
 """The only module that touches tritonclient: a small async wrapper over one shared gRPC channel,
 for the Whisper models (``transcribe``) and the speaker model (``speaker_windows``).
 
-Every request carries the same inputs (defaults included), because Triton's dynamic batcher only batches
-requests that carry the same set of inputs -- except ``PROMPT``, sent only when there is one: a request with
-a prompt (a stream's step, an upload with ``prompt``) is never in the same execution as one without. The
-engine decodes a batch's prompt lengths as separate groups, one after the other, and every request of an
-execution waits for all of them: sharing one, a plain upload would wait for another request's prompted
-decode (make bench-hostile: 3.0x idle latency beside control-token uploads, against 1.5x apart). Errors
-leave as ``APIError`` subclasses.
+Every request carries the inputs ``whisper_triton.protocol.request_arrays`` gives: all of them, defaults
+included, because Triton's dynamic batcher only batches requests that carry the same set of inputs -- except
+``PROMPT``, sent only when there is one (a plain upload never waits for another request's prompted decode;
+see there). Requests are serialised off the event loop (``_sent``). Errors leave as ``APIError`` subclasses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
@@ -27,14 +24,16 @@ from tritonclient.utils import InferenceServerException
 from gateway import metrics
 from gateway.aio import Interrupted, unless
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
-from gateway.media import SAMPLE_RATE
-from gateway.results import Options, Segment, Transcription
+from gateway.results import Options, Transcription
+from whisper_triton import protocol
+from whisper_triton.protocol import SAMPLE_RATE
 
 T = TypeVar("T")
-OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+OUTPUTS = protocol.OUTPUT_NAMES
 OTHER_MODEL = "other"  # the metrics label of every model name that is not a ready model
 PROBE_SAMPLES = 8000  # the watchdog's test inference: 0.5 s of silence (no speech: no decoding)
 SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
+SERIALISING_STEPS = 2  # loop turns a call takes to copy its request: tritonclient's, then gRPC's
 
 
 @dataclass(frozen=True)
@@ -46,55 +45,21 @@ class SpeakerWindows:
     regions: np.ndarray  # [n] speech region of each window
 
 
-def _bytes_input(name: str, value: str) -> InferInput:
-    tensor = InferInput(name, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
-    return tensor
-
-
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """The inputs, each with a leading batch dimension of 1: all eight, or seven when there is no prompt."""
-    samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
-    tensor = InferInput("AUDIO", list(samples.shape), "FP32")
-    tensor.set_data_from_numpy(samples)
-    words = InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")
-    words.set_data_from_numpy(np.array([[options.word_timestamps]], dtype=bool))
-    beam = InferInput("BEAM_SIZE", [1, 1], "INT32")
-    beam.set_data_from_numpy(np.array([[options.beam_size]], dtype=np.int32))
-    temperature = InferInput("TEMPERATURE", [1, 1], "FP32")
-    temperature.set_data_from_numpy(np.array([[options.temperature]], dtype=np.float32))
-    return [
-        tensor,
-        _bytes_input("LANGUAGE", options.language),
-        _bytes_input("TASK", options.task),
-        *([_bytes_input("PROMPT", options.prompt)] if options.prompt else []),
-        words,
-        beam,
-        temperature,
-        _bytes_input("VAD_FILTER", "" if options.vad_filter is None else str(options.vad_filter).lower()),
-    ]
-
-
-def _first(value: Any) -> Any:
-    return np.asarray(value).reshape(-1)[0]
-
-
-def _text(value: Any) -> str:
-    item = _first(value)
-    return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+    """The inputs of ``protocol.request_arrays``, each with a leading batch dimension of 1."""
+    inputs = []
+    for name, array in protocol.request_arrays(audio, options).items():
+        tensor = InferInput(name, list(array.shape), protocol.TRITON_DTYPES[name])
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
 
 
 def parse_outputs(outputs: dict[str, Any], *, task: str, model: str) -> Transcription:
     """Triton's TEXT/SEGMENTS/LANGUAGE/DURATION tensors (as numpy) -> ``Transcription``."""
-    raw_segments = json.loads(_text(outputs["SEGMENTS"]) or "[]")
-    return Transcription(
-        text=_text(outputs["TEXT"]).strip(),
-        language=_text(outputs["LANGUAGE"]),
-        duration=float(_first(outputs["DURATION"])),
-        segments=tuple(Segment.from_dict(s, i) for i, s in enumerate(raw_segments)),
-        task=task,
-        model=model,
-    )
+    result = protocol.parse_result(outputs.__getitem__)
+    return Transcription(text=result.text.strip(), language=result.language, duration=result.duration,
+                         segments=result.segments, task=task, model=model)
 
 
 def map_error(exc: InferenceServerException, model: str, retry_after_s: int = 2) -> APIError:
@@ -157,6 +122,7 @@ class TritonClient:
         self.retry_after_s = retry_after_s
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._serialising = asyncio.Lock()
         self.active = 0  # inference calls outstanding to Triton now
         self.waiting = 0  # requests waiting for a slot
         self.known_models: frozenset[str] = frozenset()  # the ready models seen last: the metrics labels
@@ -213,7 +179,7 @@ class TritonClient:
         """The speaker model's windows of ``audio``: embeddings, the speech span of each, its region."""
         def inputs() -> list[InferInput]:
             samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
-            tensor = InferInput("AUDIO", list(samples.shape), "FP32")
+            tensor = InferInput(protocol.AUDIO.name, list(samples.shape), protocol.AUDIO.triton_dtype)
             tensor.set_data_from_numpy(samples)
             return [tensor]
 
@@ -237,12 +203,7 @@ class TritonClient:
         metrics.TRITON_ACTIVE.inc()
         start = time.perf_counter()
         try:
-            result = await self._unless_down(self._client.infer(
-                model,
-                inputs(),
-                outputs=[InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.deadline(audio_seconds),
-            ))
+            result = await self._unless_down(self._sent(model, inputs, outputs, self.deadline(audio_seconds)))
             self.last_answer = time.monotonic()
             return result
         except InferenceServerException as exc:
@@ -254,6 +215,26 @@ class TritonClient:
             self.active -= 1
             metrics.TRITON_ACTIVE.dec()
             metrics.TRITON_LATENCY.labels(self.model_label(model)).observe(time.perf_counter() - start)
+
+    async def _sent(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...],
+                    deadline_s: float) -> Any:
+        """The call, its request serialised one at a time: the inputs are built in a worker thread, then
+        tritonclient copies them into its request (the call's first step) and gRPC into its message (the
+        next loop turn, in the task gRPC starts for the call). Both steps run before the next request's, one
+        per loop turn, so other requests get a turn between two such copies (each of at most a few MB: long
+        audio goes in pieces, see ``service.transcribe``)."""
+        async with self._serialising:
+            tensors = await anyio.to_thread.run_sync(inputs)
+            call = asyncio.ensure_future(self._client.infer(
+                model, tensors, outputs=[InferRequestedOutput(name) for name in outputs],
+                client_timeout=deadline_s))
+            try:
+                for _ in range(SERIALISING_STEPS):
+                    await asyncio.sleep(0)
+            except BaseException:
+                call.cancel()
+                raise
+        return await call  # cancelling this request cancels the call
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""

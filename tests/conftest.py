@@ -10,9 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
+from tests.utils.helpers import ROOT, SHARED_AUDIO, free_port, shared_audio_available
 
 MODELS = ["whisper", "whisper-tiny-en", "speaker"]
+# Every test is marked by its folder, so `-m "not browser and not deploy"` (or `-m unit`) picks a quick run;
+# `make test` runs them all. Browser tests also need the real servers: they are integration tests too.
+FOLDER_MARKS = {"unit": ("unit",), "integration": ("integration",), "browser": ("browser", "integration"),
+                "deploy": ("deploy",)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        for name in FOLDER_MARKS.get(parts[0] if len(parts) > 1 else "", ()):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,7 +41,7 @@ def _jobs_dir_outside_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory):
     """tritonserver from the nvidia-pytriton wheel, serving ``model_repository/`` on free ports."""
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     server = TritonServer(ROOT / "model_repository", free_port(), free_port(), free_port(), models=MODELS, log_path=log)
@@ -45,7 +56,7 @@ def triton(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session (``tests/postgres.py``); ``postgres.new_database()`` per test."""
-    from tests.postgres import start_or_skip
+    from tests.utils.postgres import start_or_skip
 
     server = start_or_skip()
     try:

@@ -1,6 +1,8 @@
 """Whisper on Triton: the plain-Python engine behind model_repository/*/1/model.py.
 
 Modules, in the order data flows through them:
+- ``protocol``: the Triton contract (tensor names and dtypes, options, the SEGMENTS schema), numpy only;
+- ``triton_io``: Python-backend requests <-> engine types, through ``protocol``;
 - ``windows``: VAD speech spans merged into windows of at most 30 s;
 - ``features``: log-mel features padded to the batch's context, not to 30 s;
 - ``batching``: grouping windows into batched encode/generate calls;
@@ -10,5 +12,4 @@ Modules, in the order data flows through them:
 - ``engine``: the model and the batched pipeline;
 - ``config``: settings read once from config.pbtxt ``parameters``;
 - ``weights``: bundled weights provisioning and model resolution;
-- ``server``: the embedded tritonserver launcher and ``make serve`` supervisor.
 """

@@ -41,7 +41,8 @@ from .features import FULL_CONTEXT_FRAMES, batch_features, context_frames, frame
 from .guards import Attempt, GuardConfig, Verdict, better, score
 from .prompts import build_prompt, encode_prompt, normalize_language, normalize_task
 from .segments import split_by_timestamps, unfinished_tail
-from .types import SAMPLE_RATE, InvalidRequest, Segment, Transcription, TranscriptionRequest, Word
+from .protocol import SAMPLE_RATE, InvalidArgument, Segment, Word
+from .types import Transcription, TranscriptionRequest
 from .windows import Span, plan_windows, speech_spans, uncovered
 
 log = logging.getLogger("whisper_triton.engine")
@@ -143,31 +144,31 @@ class WhisperEngine:
     def validate(self, request: TranscriptionRequest) -> TranscriptionRequest:
         audio = request.audio
         if audio.ndim != 1:
-            raise InvalidRequest(f"AUDIO must be one mono clip (shape [1, samples]); got shape {list(audio.shape)}")
+            raise InvalidArgument(f"AUDIO must be one mono clip (shape [1, samples]); got shape {list(audio.shape)}")
         if audio.size == 0:
-            raise InvalidRequest("AUDIO is empty")
+            raise InvalidArgument("AUDIO is empty")
         if not np.isfinite(audio).all():
-            raise InvalidRequest("AUDIO contains NaN or infinite samples")
+            raise InvalidArgument("AUDIO contains NaN or infinite samples")
         if request.duration > self.config.max_audio_s:
-            raise InvalidRequest(f"AUDIO is {request.duration:.0f} s long; the limit is {self.config.max_audio_s:.0f} s")
+            raise InvalidArgument(f"AUDIO is {request.duration:.0f} s long; the limit is {self.config.max_audio_s:.0f} s")
         opts = request.options
         language = normalize_language(opts.language, self.multilingual, self._has_token)
         task = normalize_task(opts.task, self.multilingual)
         if not 0 <= opts.beam_size <= 16:
-            raise InvalidRequest(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
+            raise InvalidArgument(f"BEAM_SIZE must be between 0 and 16, got {opts.beam_size}")
         if not 0.0 <= opts.temperature <= 1.0:
-            raise InvalidRequest(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
+            raise InvalidArgument(f"TEMPERATURE must be between 0 and 1, got {opts.temperature}")
         return TranscriptionRequest(audio, replace(opts, language=language, task=task))
 
     # ------------------------------------------------------------------ pipeline
-    def transcribe(self, requests: list[TranscriptionRequest]) -> list[Union[Transcription, InvalidRequest]]:
-        results: list[Union[Transcription, InvalidRequest, None]] = [None] * len(requests)
+    def transcribe(self, requests: list[TranscriptionRequest]) -> list[Union[Transcription, InvalidArgument]]:
+        results: list[Union[Transcription, InvalidArgument, None]] = [None] * len(requests)
         jobs: list[_Job] = []
         valid: dict[int, TranscriptionRequest] = {}
         for index, raw in enumerate(requests):
             try:
                 request = self.validate(raw)
-            except InvalidRequest as exc:
+            except InvalidArgument as exc:
                 results[index] = exc
                 continue
             valid[index] = request
@@ -312,18 +313,21 @@ class WhisperEngine:
         # one generate call takes one beam size and temperature, prompts of one length (CTranslate2 needs
         # <|startoftranscript|> at the same position in every row), and one encoder context: each window's
         # own, so its text does not depend on the windows it shares a batch with
-        keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens)),
-                 self._context(j.samples, full_context or not self.config.trims(j.language))) for j, t in zip(jobs, temps)]
+        # (a window whose language is not known yet gets its prompt again once it is detected: same length)
+        prompts = [build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens) for j in jobs]
+        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context or not self.config.trims(j.language)))
+                for j, t, p in zip(jobs, temps, prompts)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
-            batch = [jobs[i] for i in batch_ids]
             beam_size, temp, _, n_frames = keys[batch_ids[0]]
-            self._decode_batch(batch, n_frames, beam_size, temp, keep_best)
+            self._decode_batch([jobs[i] for i in batch_ids], [prompts[i] for i in batch_ids], n_frames, beam_size,
+                               temp, keep_best)
 
     def _context(self, samples: int, full: bool) -> int:
         c = self.config
         return context_frames(samples, c.context_floor_s, full=full, margin_s=c.context_margin_s, step_s=c.context_step_s)
 
-    def _decode_batch(self, batch: list[_Job], n_frames: int, beam_size: int, temperature: float, keep_best: bool) -> None:
+    def _decode_batch(self, batch: list[_Job], prompts: list[list[int]], n_frames: int, beam_size: int,
+                      temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
         features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
         encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
@@ -334,17 +338,13 @@ class WhisperEngine:
 
         if self.multilingual and any(j.language is None for j in batch):
             detected = self.ct2.detect_language(encoded)
-            for job, ranking in zip(batch, detected):
+            prompts = list(prompts)
+            for i, (job, ranking) in enumerate(zip(batch, detected)):
                 if job.language is None:
                     token, prob = ranking[0]
                     job.language, job.language_probability = token[2:-2], float(prob)
-
-        prompts = []
-        suppress = None
-        for job in batch:
-            tokenizer = self.tokenizer(job.language, job.task)
-            suppress = suppress or get_suppressed_tokens(tokenizer, [-1])
-            prompts.append(build_prompt(tokenizer, job.prompt_tokens))
+                    prompts[i] = build_prompt(self.tokenizer(job.language, job.task), job.prompt_tokens)
+        suppress = get_suppressed_tokens(self.tokenizer(batch[0].language, batch[0].task), [-1])
         # Every pass decodes under a budget per second of audio: real speech stays far below it, and a window
         # that runs into it has collapsed into a loop (which would otherwise run on to 448 tokens, beam by
         # beam and sample by sample, at every fallback temperature).
@@ -431,15 +431,16 @@ class WhisperEngine:
                 for s in split_by_timestamps(job.tokens, tokenizer.timestamp_begin, job.samples / SAMPLE_RATE, 0.0)
             ]
             for piece in pieces:
-                text = tokenizer.decode([t for t in piece["tokens"] if t < tokenizer.eot])
+                text_tokens = tuple(int(t) for t in piece["tokens"] if t < tokenizer.eot)
+                text = tokenizer.decode(list(text_tokens))
                 if not text.strip() or piece["start"] == piece["end"]:  # as faster-whisper drops them
                     continue
                 words = None
                 if job.word_timestamps:
-                    words = [
+                    words = tuple(
                         Word(w["word"], round(offset + float(w["start"]), 3), round(offset + float(w["end"]), 3), round(float(w["probability"]), 4))
                         for w in piece.get("words", [])
-                    ]
+                    )
                 segments.append(
                     Segment(
                         id=len(segments),
@@ -450,15 +451,15 @@ class WhisperEngine:
                         no_speech_prob=round(float(job.no_speech_prob), 4),
                         compression_ratio=round(float(job.attempt.ratio), 4),
                         temperature=job.used_temperature,
+                        tokens=text_tokens,
                         words=words,
                     )
                 )
             if job.language:
                 durations[job.language] += job.samples
                 probabilities.setdefault(job.language, job.language_probability)
-        segments.sort(key=lambda seg: (seg.start, seg.end))  # gap re-decodes land between a window's segments
-        for number, seg in enumerate(segments):
-            seg.id = number
+        # gap re-decodes land between a window's segments
+        segments = [replace(seg, id=number) for number, seg in enumerate(sorted(segments, key=lambda seg: (seg.start, seg.end)))]
         language = request.options.language or (durations.most_common(1)[0][0] if durations else "en")
         text = "".join(s.text for s in segments).strip()
         return Transcription(

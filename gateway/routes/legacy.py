@@ -18,13 +18,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from gateway import diarization, service
+from gateway import diarization, protocol, service
 from gateway.config import Settings
 from gateway.deps import (Authenticated, InFlightSlot, SettingsDep, TritonDep, require_token_for_health,
                           unless_client_leaves)
 from gateway.results import Transcription
 
 router = APIRouter(tags=["legacy"])
+RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": protocol.LegacyTranscription},
+                                              **protocol.ERROR_RESPONSES}
 
 LEGACY_MODEL_NAMES = {"large-v3", "large-v3-turbo", "turbo", "large", "large-v2", "large-v1",
                       "medium", "small", "base", "tiny"}
@@ -36,20 +38,15 @@ def _model(settings: Settings, name: str | None) -> str:
 
 
 def _body(result: Transcription, started: float, timestamps: bool, diarize: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "success": True,
-        "text": result.text,
-        "process_time": round(time.perf_counter() - started, 3),
-        "language": result.language,
-        "duration": round(result.duration, 3),
-        "model": result.model,
-    }
+    segments = None
     if timestamps or diarize:
-        body["segments"] = [{"id": s.id, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip(),
-                             **({"speaker": s.speaker} if diarize else {})} for s in result.segments]
-    if diarize:
-        body["speakers"] = result.speakers
-    return body
+        segments = [protocol.LegacySegment(id=s.id, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
+                                           speaker=s.speaker if diarize else None) for s in result.segments]
+    body = protocol.LegacyTranscription(
+        text=result.text, process_time=round(time.perf_counter() - started, 3), language=result.language,
+        duration=round(result.duration, 3), model=result.model, segments=segments,
+        speakers=result.speakers if diarize else None)
+    return body.model_dump(exclude_none=True)
 
 
 async def _transcribe(request: Request, source: Any, settings: Settings, triton: Any, *, model: str | None,
@@ -71,7 +68,7 @@ async def raw_body(request: Request) -> io.BytesIO:
     return buffer
 
 
-@router.post("/transcribe/file", dependencies=[Authenticated, InFlightSlot])
+@router.post("/transcribe/file", dependencies=[Authenticated, InFlightSlot], responses=RESPONSES)
 async def transcribe_file(
     request: Request,
     settings: SettingsDep,
@@ -90,7 +87,7 @@ async def transcribe_file(
     return _body(result, started, timestamps, diarize)
 
 
-@router.post("/transcribe/binary", dependencies=[Authenticated, Depends(raw_body), InFlightSlot])
+@router.post("/transcribe/binary", dependencies=[Authenticated, Depends(raw_body), InFlightSlot], responses=RESPONSES)
 async def transcribe_binary(
     request: Request,
     settings: SettingsDep,
@@ -110,13 +107,13 @@ async def transcribe_binary(
     return _body(result, started, timestamps, diarize)
 
 
-@router.get("/models", dependencies=[Authenticated])
+@router.get("/models", dependencies=[Authenticated], responses={200: {"model": protocol.LegacyModels}})
 async def legacy_models(settings: SettingsDep, triton: TritonDep) -> dict[str, Any]:
-    return {"success": True, "models": await service.transcription_models(triton, settings),
-            "default": settings.default_model}
+    models = await service.transcription_models(triton, settings)
+    return protocol.LegacyModels(models=models, default=settings.default_model).model_dump()
 
 
-@router.post("/stt/transcribe/", dependencies=[Authenticated, InFlightSlot])
+@router.post("/stt/transcribe/", dependencies=[Authenticated, InFlightSlot], responses=RESPONSES)
 @router.post("/stt/transcribe", dependencies=[Authenticated, InFlightSlot], include_in_schema=False)
 async def stt_transcribe(
     request: Request,
@@ -136,7 +133,8 @@ async def stt_transcribe(
     return _body(result, started, timestamps=True, diarize=diarize)
 
 
-@router.get("/stt/health", dependencies=[Depends(require_token_for_health)])
+@router.get("/stt/health", dependencies=[Depends(require_token_for_health)],
+            responses={200: {"model": protocol.Health}, 503: {"model": protocol.Health}})
 async def stt_health(request: Request, settings: SettingsDep, triton: TritonDep) -> JSONResponse:
     ok, body = await service.health(triton, settings, request.app.state.watchdog)
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.sse import format_sse_event
+from pydantic import BaseModel
 
-from gateway import chunks, diarization, errors, formats, service
+from gateway import chunks, diarization, errors, formats, protocol, service
 from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep, unless_client_leaves
 from gateway.errors import APIError, InvalidRequest, ModelNotFound
 from gateway.results import Transcription
@@ -19,16 +20,12 @@ from gateway.results import Transcription
 log = logging.getLogger("gateway.openai")
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Authenticated])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
-Granularity = Literal["segment", "word"]
+Granularity = protocol.Granularity
 MODEL_ALIAS = "whisper-1"
 
 
-def _render(result: Transcription, response_format: str, words: bool) -> Response:
-    body = formats.render(result, response_format, words=words)
-    if isinstance(body, dict):
-        return JSONResponse(body)
-    return Response(body, media_type=formats.MEDIA_TYPES[response_format])
+def _event(data: BaseModel) -> bytes:
+    return format_sse_event(data_str=json.dumps(data.model_dump(), ensure_ascii=False))
 
 
 def _sse(first: Transcription, rest: AsyncIterator[Transcription]) -> StreamingResponse:
@@ -45,22 +42,21 @@ def _sse(first: Transcription, rest: AsyncIterator[Transcription]) -> StreamingR
                     delta = segment.text
                     if i == 0:  # a piece's first words: the language's joiner between pieces, none at the start
                         delta = (chunks.joiner(part.language) if sent else "") + delta.lstrip()
-                    data = {"type": "transcript.text.delta", "delta": delta, "segment_id": str(len(sent)),
-                            "start": segment.start, "end": segment.end}
+                    data = protocol.TranscriptTextDelta(delta=delta, segment_id=str(len(sent)), start=segment.start,
+                                                        end=segment.end)
                     sent.append(delta)
-                    yield format_sse_event(data_str=json.dumps(data, ensure_ascii=False))
+                    yield _event(data)
                 parts.append(part)
         except Exception as exc:  # the status line is long gone: the failure is reported in the stream
             if not isinstance(exc, APIError):
                 log.exception("stream=true transcription failed after %d pieces", len(parts))
-            yield format_sse_event(data_str=json.dumps({"type": "error", **errors.body_of(exc)}, ensure_ascii=False))
+            yield _event(protocol.StreamError(**errors.body_of(exc)))
             return
         finally:  # also when the client goes away: the pieces still in Triton are cancelled
             await rest.aclose()
         result = chunks.merge(parts, duration=sum(p.duration for p in parts), model=first.model, task=first.task)
-        done = {"type": "transcript.text.done", "text": "".join(sent), "language": result.language,
-                "duration": result.duration}
-        yield format_sse_event(data_str=json.dumps(done, ensure_ascii=False))
+        yield _event(protocol.TranscriptTextDone(text="".join(sent), language=result.language,
+                                                 duration=result.duration))
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -92,7 +88,7 @@ async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, fi
         result = await unless_client_leaves(request, service.transcribe(
             file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion,
             diarize=diarize, references=references))
-        return _render(result, response_format, words)
+        return formats.response(result, response_format, words=words)
     if response_format == "diarized_json":
         raise InvalidRequest("diarized_json is only available for transcriptions", param="response_format",
                              code="invalid_value")
@@ -107,7 +103,7 @@ async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, fi
         return _sse(first, pieces)  # from here the response itself notices a client that leaves
     result = await unless_client_leaves(request, service.transcribe(
         file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion))
-    return _render(result, response_format, words)
+    return formats.response(result, response_format, words=words)
 
 
 class SpeakerFields:
@@ -127,7 +123,7 @@ class SpeakerFields:
 
 FileField = Annotated[UploadFile, File(description="Audio or video file (wav, mp3, flac, ogg, m4a, webm, mp4, ...)")]
 ModelField = Annotated[str, Form(description="Triton model name; whisper-1 = the default model")]
-FormatField = Annotated[ResponseFormat, Form()]
+FormatField = Annotated[protocol.ResponseFormat, Form()]
 TemperatureField = Annotated[float, Form(ge=0.0, le=1.0)]
 GranularityField = Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")]
 ScriptField = Annotated[str | None, Form(description="Chinese output: s2twp (default), s2t, s2tw, s2hk, "
@@ -137,7 +133,7 @@ VadField = Annotated[bool | None, Form(description="true: decode only what the V
                                                    "sample (faster-whisper's default); empty: the model's default")]
 
 
-@router.post("/audio/transcriptions", dependencies=[InFlightSlot])
+@router.post("/audio/transcriptions", dependencies=[InFlightSlot], responses=formats.TRANSCRIPTION_RESPONSES)
 async def create_transcription(
     request: Request,
     settings: SettingsDep,
@@ -167,7 +163,7 @@ async def create_transcription(
                       beam_size=beam_size, vad_filter=vad_filter, speakers=speakers)
 
 
-@router.post("/audio/translations", dependencies=[InFlightSlot])
+@router.post("/audio/translations", dependencies=[InFlightSlot], responses=formats.TRANSCRIPTION_RESPONSES)
 async def create_translation(
     request: Request,
     settings: SettingsDep,
@@ -189,22 +185,18 @@ async def create_translation(
                       beam_size=beam_size, vad_filter=vad_filter)
 
 
-def _model_card(name: str) -> dict[str, object]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "triton"}
-
-
 async def _model_ids(settings: SettingsDep, triton: TritonDep) -> list[str]:
     ready = await service.transcription_models(triton, settings)
     return ready + ([MODEL_ALIAS] if settings.default_model in ready else [])
 
 
 @router.get("/models")
-async def list_models(settings: SettingsDep, triton: TritonDep) -> dict[str, object]:
-    return {"object": "list", "data": [_model_card(name) for name in await _model_ids(settings, triton)]}
+async def list_models(settings: SettingsDep, triton: TritonDep) -> protocol.ListModelsResponse:
+    return protocol.ListModelsResponse(data=[protocol.Model(id=name) for name in await _model_ids(settings, triton)])
 
 
-@router.get("/models/{model}")
-async def get_model(model: str, settings: SettingsDep, triton: TritonDep) -> dict[str, object]:
+@router.get("/models/{model}", responses=protocol.ERROR_RESPONSES)
+async def get_model(model: str, settings: SettingsDep, triton: TritonDep) -> protocol.Model:
     if model not in await _model_ids(settings, triton):
         raise ModelNotFound(f"The model '{model}' does not exist or is not ready", param="model")
-    return _model_card(model)
+    return protocol.Model(id=model)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway import metrics, service
+from gateway import metrics, protocol, service
 from gateway.deps import SettingsDep, TritonDep, require_token_for_health, require_token_for_metrics
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/health", dependencies=[Depends(require_token_for_health)])
+@router.get("/health", dependencies=[Depends(require_token_for_health)],
+            responses={200: {"model": protocol.Health}, 503: {"model": protocol.Health}})
 async def health(request: Request, settings: SettingsDep, triton: TritonDep) -> JSONResponse:
     """Readiness: 503 while Triton or its default model cannot serve (take the gateway out of rotation)."""
     ok, body = await service.health(triton, settings, request.app.state.watchdog)

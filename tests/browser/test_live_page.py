@@ -10,10 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from tests.helpers import audio_of
+from tests.utils.helpers import audio_of
 from tests.streaming_gateway import stream_gateway
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
+pytestmark = [pytest.mark.browser, pytest.mark.integration]  # also set by folder (tests/conftest.py)
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -11,7 +11,7 @@ from benchmarks import conversations
 from client.audio import encode_wav
 from tests.integration.test_diarization import SEQUENCE, TINY, _truth_at
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
+pytestmark = [pytest.mark.browser, pytest.mark.integration]  # also set by folder (tests/conftest.py)
 
 
 def test_speaker_column_and_colours(web_gateway, page, shared_audio, tmp_path):

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from tests.helpers import clip, wer
+from tests.utils.helpers import clip, wer
 from tests.integration.test_gateway_openai import parse_srt, parse_vtt
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
+pytestmark = [pytest.mark.browser, pytest.mark.integration]  # also set by folder (tests/conftest.py)
 
 JFK = "en/jfk.flac"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_process import run_gateway as launch_gateway
-from tests.helpers import free_port
+from tests.utils.gateway import run_gateway as launch_gateway
+from tests.utils.helpers import free_port
 
 TOKEN = "test-token-5f2c"
 UPLOAD_LIMIT_MB = 8  # above every test clip; the over-size test sends more

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.accuracy import errors, read_split
 from client import WhisperTritonClient
-from tests.helpers import audio_of, clip
+from tests.utils.helpers import audio_of, clip
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +65,13 @@ def test_features_and_prompt_are_faster_whispers_own(shared_audio):
     deterministic)."""
     from whisper_triton.config import EngineConfig
     from whisper_triton.engine import WhisperEngine
-    from whisper_triton.types import DecodeOptions, TranscriptionRequest
+    from whisper_triton.protocol import Options
+    from whisper_triton.types import TranscriptionRequest
 
     engine = WhisperEngine(EngineConfig(context_floor_s=30.0), device="cpu")
     for file in ["en/jfk.flac", "zh/BAC009S0002W0122.wav", "de/fleurs_de_003.ogg"]:
         language = file.split("/")[0]
-        ours = engine.transcribe([TranscriptionRequest(audio_of(file), DecodeOptions(language=language))])[0].text
+        ours = engine.transcribe([TranscriptionRequest(audio_of(file), Options(language=language))])[0].text
         assert ours == faster_whisper_text(file, language), file
 
 

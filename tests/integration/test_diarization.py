@@ -15,7 +15,7 @@ from benchmarks import conversations
 from benchmarks.der import der
 from client.audio import encode_wav
 
-from tests.helpers import audio_of, clip, normalize_en, wer
+from tests.utils.helpers import audio_of, clip, normalize_en, wer
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from openai import AuthenticationError, OpenAI
 
-from tests.helpers import clip, wer
+from tests.utils.helpers import clip, wer
 from tests.integration.conftest import TOKEN, UPLOAD_LIMIT_MB
 
 pytestmark = pytest.mark.integration

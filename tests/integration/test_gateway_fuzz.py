@@ -36,8 +36,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_gateway import CONTAINERS, alive, corpus, gateway_pid, load_clip, memory_mb, silent_flac, wav_header
-from tests.helpers import SHARED_AUDIO
+from tests.utils.fuzz_gateway import CONTAINERS, alive, corpus, load_clip, memory_mb, silent_flac, wav_header
+from tests.utils.helpers import SHARED_AUDIO
 from tests.integration.conftest import run_gateway
 
 pytestmark = pytest.mark.integration
@@ -278,7 +278,7 @@ def fuzz_client(fuzz_gateway) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def fuzz_memory(fuzz_gateway, fuzz_client, fuzz_files) -> Iterator[dict]:
     """The fuzz gateway's pid and memory after one real transcription (models and imports warm)."""
-    pid = gateway_pid(fuzz_gateway)
+    pid = fuzz_gateway.pid  # the process the fixture started
     r = fuzz_client.post(OPENAI_ROUTES[0], files={"file": ("clip.wav", fuzz_files["wav"])},
                          data={"model": "whisper-tiny-en"})
     assert r.status_code == 200, r.text
@@ -400,7 +400,7 @@ def test_decompression_bomb_stops_at_the_limit(fuzz_gateway, fuzz_memory, gatewa
     """64 KB of FLAC that hides its length and decodes to 10 hours (2.3 GB as 16 kHz float32): decoding
     stops at the limit, so memory grows by at most the limit's worth (600 s: 38 MB; 3600 s: 230 MB)."""
     bomb = silent_flac(10 * 3600, declare_length=False)
-    default_pid = gateway_pid(gateway)
+    default_pid = gateway.pid
     default_before = memory_mb(default_pid)["VmHWM"]
     for url, pid, limit in ((fuzz_gateway, fuzz_memory["pid"], FUZZ_MAX_AUDIO_SECONDS),
                             (gateway, default_pid, 3600)):

@@ -16,9 +16,9 @@ import pytest
 from benchmarks import conversations
 from benchmarks.der import der
 from client.audio import encode_wav
-from tests.helpers import audio_of, clip, wer
+from tests.utils.helpers import audio_of, clip, wer
 from tests.integration.test_diarization import DER_BOUND, _truth_at
-from tests.jobs_gateway import GatewayProcess
+from tests.utils.gateway import GatewayProcess
 
 pytestmark = pytest.mark.integration
 

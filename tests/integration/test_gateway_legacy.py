@@ -5,7 +5,7 @@ from __future__ import annotations
 import opencc
 import pytest
 
-from tests.helpers import cer, clip, wer
+from tests.utils.helpers import cer, clip, wer
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ import pytest
 
 from client.audio import encode_wav
 from benchmarks.common import Clip, matches_own_clip
-from tests.helpers import audio_of, clip
+from tests.utils.helpers import audio_of, clip
 from tests.integration.conftest import run_gateway
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from openai import OpenAI
 from client.audio import encode_wav
 
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import audio_of, cer, clip, wer
+from tests.utils.helpers import audio_of, cer, clip, wer
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +144,7 @@ def test_verbose_json_words_and_segments(client, shared_audio):
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert result.segments and result.segments[0].start <= words[0].start + 0.01
     assert isinstance(result.segments[0].avg_logprob, float)
+    assert all(s.tokens and all(isinstance(t, int) for t in s.tokens) for s in result.segments)  # the text tokens
 
 
 def simplified_only(text: str) -> list[str]:
@@ -276,3 +277,22 @@ def test_health_and_metrics(gateway, shared_audio):
     assert re.search(r'gateway_audio_seconds_total\{model="whisper-tiny-en",task="transcribe"\} [1-9]', text)
     assert "gateway_request_duration_seconds_bucket" in text and "gateway_requests_in_flight" in text
     assert "gateway_triton_errors_total" in text
+
+
+def test_a_long_upload_goes_to_triton_in_pieces_and_comes_back_as_one_transcript(triton, tmp_path, shared_audio):
+    """Past GATEWAY_TRITON_PIECE_SECONDS (here 60 s) an upload is sent in pieces cut at pauses; the answer is
+    one transcript on the file's timeline, as good as the whole file's, from several Triton requests."""
+    from tests.integration.conftest import run_gateway
+
+    row = clip("long/en_concat.wav")  # 190 s
+    with open(row["path"], "rb") as fh:
+        data = fh.read()
+    with run_gateway(triton.grpc_url, tmp_path, GATEWAY_TRITON_PIECE_SECONDS="60") as url:
+        body = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.wav", data)},
+                          data={"response_format": "verbose_json", "language": "en"}, timeout=600).json()
+        calls = read_metrics(f"{url}/metrics")['gateway_triton_request_duration_seconds_count{model="whisper"}']
+    assert calls >= 3, f"{calls} Triton calls for 190 s in pieces of 60 s"
+    assert wer(row["reference_text"], body["text"]) <= 0.12, body["text"]
+    starts = [s["start"] for s in body["segments"]]
+    assert starts == sorted(starts) and [s["id"] for s in body["segments"]] == list(range(len(starts)))
+    assert body["segments"][-1]["end"] <= body["duration"] + 0.01 and body["duration"] == pytest.approx(190.42, abs=0.1)

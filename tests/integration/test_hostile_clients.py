@@ -41,7 +41,7 @@ from client import WhisperTritonClient
 from client.audio import encode_wav
 from client.stream import to_pcm16
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import ROOT, SHARED_AUDIO, audio_of, clip, free_port, wer
+from tests.utils.helpers import ROOT, SHARED_AUDIO, audio_of, clip, free_port, wer
 from tests.integration.conftest import run_gateway
 
 pytestmark = pytest.mark.integration
@@ -433,7 +433,7 @@ def _proc_state(pid: int) -> str:
 def test_a_frozen_triton_is_answered_with_503_within_5_s_and_recovers(tmp_path, shared_audio):
     """SIGSTOP for as long as the test takes (SIGCONT in a finally): requests used to wait the whole time
     (up to the 600 s timeout) and /health took 3 s to say 503."""
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     server = TritonServer(ROOT / "model_repository", free_port(), free_port(), free_port(), models=[TINY],
                           log_path=tmp_path / "tritonserver.log")

@@ -3,7 +3,7 @@
 A temporary model repository holds ``whisper-faults``: the real ``whisper-tiny-en`` config (two
 instances, a long batching delay, no response cache) and a ``model.py`` that loads the real
 ``model_repository/whisper/1/model.py`` and plants a bug in its engine: a request whose audio starts
-with a magic marker makes ``WhisperEngine.validate`` raise ``RuntimeError`` (not ``InvalidRequest``),
+with a magic marker makes ``WhisperEngine.validate`` raise ``RuntimeError`` (not ``InvalidArgument``),
 so the engine's *batched* ``transcribe`` raises for every request in the batch.
 
 1. Good and poisoned requests sent together share batches (Triton's exec count < request count);
@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import WhisperTritonClient
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import ROOT, audio_of, clip, free_port, wer
+from tests.utils.helpers import ROOT, audio_of, clip, free_port, wer
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def _faulty_repository(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def faulty_triton(tmp_path_factory, shared_audio):
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     tmp = tmp_path_factory.mktemp("faults")
     server = TritonServer(_faulty_repository(tmp), free_port(), free_port(), free_port(), models=[MODEL],

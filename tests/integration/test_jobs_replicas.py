@@ -15,9 +15,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from client.audio import encode_wav
-from tests.helpers import audio_of, clip, wer
-from tests.jobs_gateway import GatewayProcess
-from tests.webhook_receiver import Receiver
+from tests.utils.helpers import audio_of, clip, wer
+from tests.utils.gateway import GatewayProcess
+from tests.utils.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 

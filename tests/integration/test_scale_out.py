@@ -17,6 +17,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -29,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, SHARED_AUDIO, clip, free_port, shared_audio_available, wer
+from tests.utils.helpers import ROOT, SHARED_AUDIO, clip, free_port, shared_audio_available, wer
 from tests.streaming_gateway import stream_gateway
 
 MODEL = "whisper-tiny-en"
@@ -86,8 +87,6 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> 
 def _stop_group(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
-    import signal
-
     try:
         os.killpg(proc.pid, signal.SIGQUIT)  # nginx: graceful shutdown
         proc.wait(5)
@@ -104,7 +103,7 @@ def _stop_group(proc: subprocess.Popen | None) -> None:
 
 
 def _triton(repository: Path, ports: tuple[int, int, int], log: Path):
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     return TritonServer(repository, *ports, models=[MODEL], log_path=log)
 
@@ -210,7 +209,8 @@ def test_scale_out_kill_and_restart_replica(tmp_path):
 
                 # phase 2: kill -9 replica 1 mid-series
                 t_kill = time.monotonic()
-                replicas[1].kill()
+                os.kill(replicas[1].pid, signal.SIGKILL)  # the main process only, as a crash would
+                replicas[1].process.wait()
                 n_at_kill = n_done()
                 wait_for(lambda: n_done() >= n_at_kill + 6, 40, "requests while one replica is down")
                 ok_after_kill = [r for r in results if r["start"] > t_kill and r["status"] == 200]

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from client import WhisperTritonClient
 from client.stream import stream_file, stream_many, to_pcm16
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import audio_of, clip, wer
+from tests.utils.helpers import audio_of, clip, wer
 from tests.streaming_gateway import stream_gateway
 
 pytestmark = pytest.mark.integration

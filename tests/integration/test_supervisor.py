@@ -1,5 +1,6 @@
-"""`make serve`'s supervisor: Ctrl-C leaves no orphans; a killed, stopped (SIGSTOP) tritonserver or a killed
-model-instance stub is restarted; Triton listens on 127.0.0.1 only, with no model control."""
+"""`make serve`'s supervisor (``python -m launcher``): Ctrl-C leaves no orphans; a killed, stopped (SIGSTOP)
+tritonserver or a killed model-instance stub is restarted; Triton listens on 127.0.0.1 only, with no model
+control. Processes are found by the PIDs the test started (the supervisor's children), never machine-wide."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, free_port
+from launcher.processes import children_running
+from tests.utils.helpers import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +28,32 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _tritonserver(supervisor: subprocess.Popen) -> list[int]:
+    """The tritonserver the supervisor started (by its PID, not by matching command lines machine-wide)."""
+    return children_running(supervisor.pid, b"bin/tritonserver")
+
+
+def _stubs(triton_pid: int) -> list[int]:
+    return children_running(triton_pid, b"triton_python_backend_stub")
 
 
 def _wait(predicate, timeout: float) -> float:
+    """Seconds until ``predicate()`` held (polled: the supervisor and Triton are other processes)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():
             return time.monotonic() - start
         time.sleep(0.2)
     raise TimeoutError
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its exit status is left (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.fixture
@@ -48,7 +64,7 @@ def supervisor(tmp_path):
     for name in ("TRITON_BIND_ADDRESS", "TRITON_MODEL_CONTROL"):  # make serve's defaults
         env.pop(name, None)
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "whisper_triton.server", "triton"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "triton"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         # Ready once the supervisor itself says so (a crash before that is a start-up failure, not restarted).
         _wait(lambda: _ready(http) and b"ready in" in (tmp_path / "serve.log").read_bytes(), 300)
@@ -62,28 +78,26 @@ def supervisor(tmp_path):
 
 def test_sigint_stops_everything(supervisor):
     proc, http, _, _ = supervisor
-    assert _pids(f"--http-port={http}")
+    [triton_pid] = _tritonserver(proc)
+    stubs = _stubs(triton_pid)
+    assert stubs, "no backend stub under tritonserver"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     assert not _ready(http)
-    assert _pids(f"--http-port={http}") == []
-    # The backend stubs are children of tritonserver; none may outlive it.
-    stubs = [p for p in _pids("triton_python_backend_stub") if os.getppid() != p]
-    for pid in stubs:
-        with open(f"/proc/{pid}/status") as fh:
-            assert "PPid:\t1\n" not in fh.read(), f"orphaned backend stub {pid}"
+    # tritonserver and its backend stubs (its children): none may outlive the supervisor
+    _wait(lambda: all(_gone(pid) for pid in [triton_pid, *stubs]), 10)
 
 
 def test_killed_triton_is_restarted(supervisor):
     from client import WhisperTritonClient
 
-    _, http, grpc, _ = supervisor
-    [pid] = _pids(f"tritonserver.*--http-port={http}")
+    proc, http, grpc, _ = supervisor
+    [pid] = _tritonserver(proc)
     os.kill(pid, signal.SIGKILL)
     _wait(lambda: not _ready(http), 10)
     recovery = _wait(lambda: _ready(http), 120)
     print(f"tritonserver recovered {recovery:.1f} s after kill -9")
-    assert _pids(f"tritonserver.*--http-port={http}") != [pid]
+    assert _tritonserver(proc) not in ([pid], [])
     with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
         assert c.transcribe(np.zeros(16000, dtype=np.float32)).text == ""
 
@@ -92,13 +106,13 @@ def test_killed_model_instance_stub_restarts_triton(supervisor, tmp_path):
     """Triton 2.51 keeps reporting ready with a dead instance stub (its batches fail); the supervisor notices."""
     from client import WhisperTritonClient
 
-    _, http, grpc, _ = supervisor
-    [triton_pid] = _pids(f"tritonserver.*--http-port={http}")
-    stubs = [p for p in _pids("triton_python_backend_stub") if _ppid(p) == triton_pid]
+    proc, http, grpc, _ = supervisor
+    [triton_pid] = _tritonserver(proc)
+    stubs = _stubs(triton_pid)
     assert stubs, "no backend stub under tritonserver"
-    time.sleep(1.5)  # the supervisor counts the stubs once ready
+    _wait(lambda: b"model instance stubs" in (tmp_path / "serve.log").read_bytes(), 30)  # the supervisor counted them
     os.kill(stubs[0], signal.SIGKILL)
-    _wait(lambda: _pids(f"tritonserver.*--http-port={http}") not in ([triton_pid], []), 30)
+    _wait(lambda: _tritonserver(proc) not in ([triton_pid], []), 30)
     recovery = _wait(lambda: _ready(http), 120)
     print(f"tritonserver restarted and ready {recovery:.1f} s after a stub was killed")
     with WhisperTritonClient(f"127.0.0.1:{grpc}", model="whisper-tiny-en") as c:
@@ -106,24 +120,16 @@ def test_killed_model_instance_stub_restarts_triton(supervisor, tmp_path):
     assert b"backend stub died" in (tmp_path / "serve.log").read_bytes()
 
 
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return -1
-
-
 def test_a_stopped_triton_is_killed_and_restarted(supervisor, tmp_path):
     """SIGSTOP: alive, not answering. The supervisor used to restart only a tritonserver that had exited."""
     from client import WhisperTritonClient
 
-    _, http, grpc, _ = supervisor
-    [pid] = _pids(f"tritonserver.*--http-port={http}")
+    proc, http, grpc, _ = supervisor
+    [pid] = _tritonserver(proc)
     os.kill(pid, signal.SIGSTOP)
     try:
         stopped = time.monotonic()
-        _wait(lambda: _pids(f"tritonserver.*--http-port={http}") not in ([pid], []), 30)
+        _wait(lambda: _tritonserver(proc) not in ([pid], []), 30)
         recovery = _wait(lambda: _ready(http), 120)
     finally:
         try:

@@ -12,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 from client import WhisperTritonClient, build_inputs
 from client.core import OUTPUTS, parse_result
 from tests.conftest import model_metric, read_metrics
-from tests.helpers import audio_of, cer, clip, wer
+from tests.utils.helpers import audio_of, cer, clip, wer
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_long_mandarin_keeps_every_sentence(triton, shared_audio):
         result = c.transcribe(audio_of("long/zh_concat.wav"))
     assert result.language == "zh"
     assert cer(clip("long/zh_concat.wav")["reference_text"], result.text) <= 0.45, result.text
-    starts = [s["start"] for s in result.segments]
+    starts = [s.start for s in result.segments]
     assert starts == sorted(starts) and len(result.segments) >= 5
 
 
@@ -88,7 +88,7 @@ def test_translate_mandarin_to_english(triton, shared_audio):
 def test_silence_gives_empty_text(triton):
     with WhisperTritonClient(triton.grpc_url) as c:
         result = c.transcribe(np.zeros(16000 * 5, dtype=np.float32))
-    assert result.text == "" and result.segments == []
+    assert result.text == "" and result.segments == ()
     assert result.duration == pytest.approx(5.0)
 
 
@@ -100,10 +100,10 @@ def test_long_audio_segments_cover_timeline(triton, shared_audio):
     assert len(audio) / 16000 > 60
     with WhisperTritonClient(triton.grpc_url) as c:
         result = c.transcribe(audio, language="en")
-    starts = [s["start"] for s in result.segments]
-    ends = [s["end"] for s in result.segments]
+    starts = [s.start for s in result.segments]
+    ends = [s.end for s in result.segments]
     assert starts == sorted(starts) and ends == sorted(ends)
-    assert all(s["end"] >= s["start"] for s in result.segments)
+    assert all(s.end >= s.start for s in result.segments)
     assert starts[0] < 2.0 and ends[-1] > result.duration - 4.0, (starts[0], ends[-1], result.duration)
     assert wer(" ".join(clip(f)["reference_text"] for f in files), result.text) <= 0.12
 
@@ -111,11 +111,11 @@ def test_long_audio_segments_cover_timeline(triton, shared_audio):
 def test_word_timestamps(triton, shared_audio):
     with WhisperTritonClient(triton.grpc_url) as c:
         result = c.transcribe(audio_of("en/jfk.flac"), word_timestamps=True)
-    words = [w for s in result.segments for w in s["words"]]
-    assert [w["word"].strip(" ,.").lower() for w in words[:4]] == ["and", "so", "my", "fellow"]
-    assert all(0 <= w["start"] <= w["end"] <= result.duration + 0.5 for w in words)
-    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
-    assert all(0.0 <= w["probability"] <= 1.0 for w in words)
+    words = [w for s in result.segments for w in s.words]
+    assert [w.word.strip(" ,.").lower() for w in words[:4]] == ["and", "so", "my", "fellow"]
+    assert all(0 <= w.start <= w.end <= result.duration + 0.5 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert all(0.0 <= w.probability <= 1.0 for w in words)
 
 
 def test_bad_requests_fail_alone_in_a_batch(triton, shared_audio):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.utils.helpers import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
     ("bundled:huge", "unknown bundled model"),
 ])
 def test_bad_model_fails_at_startup(tmp_path, model_param, expected):
-    from whisper_triton.server import TritonServer
+    from launcher.triton import TritonServer
 
     repo = tmp_path / "repo"
     model_dir = repo / "broken"

@@ -13,7 +13,8 @@ from whisper_triton.guards import (
 )
 from whisper_triton.segments import split_by_timestamps
 from whisper_triton.triton_io import parse_request, result_tensors
-from whisper_triton.types import InvalidRequest, Segment, Transcription, Word
+from whisper_triton.protocol import InvalidArgument, Segment, Word
+from whisper_triton.types import Transcription
 from whisper_triton.windows import Span, cut_at_pauses, merge_spans, plan_windows
 
 SR = 16000
@@ -250,7 +251,7 @@ def test_parse_request_reads_optional_inputs():
     tensors["VAD_FILTER"] = np.array([[b""]], dtype=object)
     assert parse_request(None, _getter(tensors)).options.vad_filter is None  # the model's default
     tensors["VAD_FILTER"] = np.array([[b"maybe"]], dtype=object)
-    with pytest.raises(InvalidRequest, match="VAD_FILTER"):
+    with pytest.raises(InvalidArgument, match="VAD_FILTER"):
         parse_request(None, _getter(tensors))
 
 
@@ -266,14 +267,14 @@ def test_parse_request_audio_only_defaults():
     ({"AUDIO": np.ones((1, 10), np.float32), "LANGUAGE": np.array([[b"\xff"]], dtype=object)}, "UTF-8"),
 ])
 def test_parse_request_errors(tensors, message):
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(InvalidArgument, match=message):
         parse_request(None, _getter(tensors))
 
 
 def test_result_tensors_shape_and_json():
     import json
 
-    result = Transcription("hi", [Segment(0, 0.0, 1.0, " hi", -0.1, 0.0, 1.0, 0.0, [Word(" hi", 0.0, 0.5, 0.9)])], "en", 1.0)
+    result = Transcription("hi", [Segment(0, 0.0, 1.0, " hi", -0.1, 0.0, 1.0, 0.0, words=(Word(" hi", 0.0, 0.5, 0.9),))], "en", 1.0)
     out = result_tensors(result)
     assert {k: v.shape for k, v in out.items()} == {"TEXT": (1, 1), "SEGMENTS": (1, 1), "LANGUAGE": (1, 1), "DURATION": (1, 1)}
     segments = json.loads(out["SEGMENTS"][0, 0])

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from client.audio import encode_wav
 from gateway.config import Settings
-from gateway.deps import get_triton
 from gateway.errors import ModelNotFound
 from gateway.main import create_app
 from gateway.results import Options, Segment, Transcription, Word
@@ -27,11 +26,13 @@ class FakeTriton:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, Options]] = []
+        self.called = asyncio.Event()  # set by the first call
         self.gate: asyncio.Event | None = None
         self.ready = True
 
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
         self.calls.append((model, audio.size, options))
+        self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if model not in ("whisper", "whisper-tiny-en"):
@@ -54,11 +55,9 @@ class FakeTriton:
         pass
 
 
-def make_client(**settings) -> tuple[TestClient, FakeTriton]:
-    fake = FakeTriton()
-    app = create_app(Settings(_env_file=None, **settings))
-    app.state.triton = fake  # lifespan keeps it: no gRPC channel in unit tests
-    app.dependency_overrides[get_triton] = lambda: fake
+def make_client(triton=None, **settings) -> tuple[TestClient, FakeTriton]:
+    fake = triton or FakeTriton()
+    app = create_app(Settings(_env_file=None, **settings), triton=fake)  # no gRPC channel in unit tests
     return TestClient(app), fake
 
 
@@ -247,8 +246,7 @@ def test_in_flight_limit_gives_429():
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             files = {"file": ("a.wav", wav())}
             first = asyncio.create_task(http.post(URL, files=files))
-            while not fake.calls:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(fake.called.wait(), 10)
             second = await http.post(URL, files={"file": ("a.wav", wav())})
             fake.gate.set()
             return (await first), second

@@ -130,11 +130,8 @@ class SpeakerTriton(FakeTriton):
 
 @pytest.fixture
 def api():
-    client, _ = make_client()
     fake = SpeakerTriton()
-    client.app.state.triton = fake
-    from gateway.deps import get_triton
-    client.app.dependency_overrides[get_triton] = lambda: fake
+    client, _ = make_client(triton=fake)
     with client:
         yield client, fake
 

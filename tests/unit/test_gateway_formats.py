@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from client import formats as subtitles
 from gateway import chinese, formats
 from gateway.results import Segment, Transcription, Word
 
@@ -21,12 +22,12 @@ RESULT = Transcription(
 
 
 def test_timestamps():
-    assert formats.timestamp(0) == "00:00:00,000"
-    assert formats.timestamp(1.2344) == "00:00:01,234"
-    assert formats.timestamp(59.9996) == "00:01:00,000"
-    assert formats.timestamp(3661.5, ".") == "01:01:01.500"
-    assert formats.timestamp(360000.0) == "100:00:00,000"
-    assert formats.timestamp(-0.1) == "00:00:00,000"
+    assert subtitles.timestamp(0) == "00:00:00,000"
+    assert subtitles.timestamp(1.2344) == "00:00:01,234"
+    assert subtitles.timestamp(59.9996) == "00:01:00,000"
+    assert subtitles.timestamp(3661.5, ".") == "01:01:01.500"
+    assert subtitles.timestamp(360000.0) == "100:00:00,000"
+    assert subtitles.timestamp(-0.1) == "00:00:00,000"
 
 
 def test_srt_exact():

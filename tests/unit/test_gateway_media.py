@@ -138,7 +138,7 @@ def _peak_traced_mb(fn) -> float:
 
 
 def test_declared_duration_over_the_limit_is_refused_before_decoding():
-    from tests.fuzz_gateway import silent_flac
+    from tests.utils.fuzz_gateway import silent_flac
 
     ten_hours = silent_flac(10 * 3600)  # 64 KB
     assert len(ten_hours) < 100_000
@@ -157,7 +157,7 @@ def test_declared_duration_over_the_limit_is_refused_before_decoding():
 
 def test_decompression_bomb_stops_decoding_at_the_limit():
     """No declared length, 10 hours inside: decoding stops at the first frame past the limit."""
-    from tests.fuzz_gateway import silent_flac
+    from tests.utils.fuzz_gateway import silent_flac
 
     bomb = silent_flac(10 * 3600, declare_length=False)
 
@@ -171,7 +171,7 @@ def test_decompression_bomb_stops_decoding_at_the_limit():
 
 def test_one_hertz_wav_is_refused_before_resampling():
     """One 4096-sample packet at 1 Hz is 68 minutes: counted in input seconds, never resampled."""
-    from tests.fuzz_gateway import wav_header
+    from tests.utils.fuzz_gateway import wav_header
 
     data = wav_header(rate=1, data_bytes=2 * 20_000) + bytes(2 * 20_000)
     data = data[:40] + (0).to_bytes(4, "little") + data[44:]  # "size unknown": no declared duration

@@ -52,11 +52,7 @@ def sse_events(text: str) -> list[dict]:
 
 
 def post_stream(fake: PieceTriton, body: bytes, **settings):
-    client, _ = make_client(**settings)
-    client.app.state.triton = fake
-    from gateway.deps import get_triton
-
-    client.app.dependency_overrides[get_triton] = lambda: fake
+    client, _ = make_client(triton=fake, **settings)
     with client:
         return client.post("/v1/audio/transcriptions", files={"file": ("a.wav", body, "audio/wav")},
                            data={"stream": "true", "language": fake.language})
@@ -114,8 +110,12 @@ async def test_each_piece_is_sent_before_the_next_is_transcribed():
     release = asyncio.Event()
     started: list[int] = []
 
+    all_started = asyncio.Event()
+
     async def transcribe(span: tuple[int, int]) -> Transcription:
         started.append(span[0])
+        if len(started) == 3:
+            all_started.set()
         if span[0] > 0:
             await release.wait()
         return Transcription(f"at {span[0]}", "en", 1.0, (Segment(0, 0.0, 1.0, f" at {span[0]}"),))
@@ -124,7 +124,7 @@ async def test_each_piece_is_sent_before_the_next_is_transcribed():
     first = await anext(pieces)
     body = _sse(first, pieces).body_iterator
     assert json.loads((await anext(body))[6:])["delta"] == "at 0"
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_started.wait(), 5)
     assert started == [0, 1, 2]  # the first piece is sent while the next two (ahead=2) wait in "Triton"
     release.set()
     rest = [json.loads(event[6:]) async for event in body]
@@ -134,17 +134,20 @@ async def test_each_piece_is_sent_before_the_next_is_transcribed():
 
 async def test_closing_the_pieces_early_cancels_the_calls_in_flight():
     started, finished = [], []
+    in_triton = asyncio.Event()  # never set: Triton has not answered the later pieces yet
 
     async def transcribe(i: int) -> int:
         started.append(i)
-        await asyncio.sleep(0 if i == 0 else 0.05)
+        if i > 0:
+            await in_triton.wait()
         finished.append(i)
         return i
 
     pieces = chunks.in_order(range(6), transcribe, ahead=3)
     assert await anext(pieces) == 0
-    await pieces.aclose()  # a client that went away
-    await asyncio.sleep(0.1)
+    await pieces.aclose()  # a client that went away: returns once the calls in flight are cancelled
+    in_triton.set()  # an answer after that reaches no one
+    await asyncio.sleep(0)
     assert finished == [0] and set(started) <= {0, 1, 2, 3}
 
 
@@ -158,11 +161,15 @@ async def test_results_come_in_order_whatever_finishes_first(ahead):
 
 
 async def test_a_client_that_goes_away_cancels_the_pieces_still_in_triton():
-    cancelled = []
+    cancelled, waiting = [], asyncio.Event()
+    in_triton = asyncio.Event()  # never set: Triton does not answer pieces 1 and 2
 
     async def transcribe(span: tuple[int, int]) -> Transcription:
         try:
-            await asyncio.sleep(0 if span[0] == 0 else 30)
+            if span[0] == 2:
+                waiting.set()
+            if span[0] > 0:
+                await in_triton.wait()
         except asyncio.CancelledError:
             cancelled.append(span[0])
             raise
@@ -172,6 +179,6 @@ async def test_a_client_that_goes_away_cancels_the_pieces_still_in_triton():
     first = await anext(pieces)
     body = _sse(first, pieces).body_iterator
     await anext(body)
-    await asyncio.sleep(0.01)  # pieces 1 and 2 are now waiting inside "Triton"
+    await asyncio.wait_for(waiting.wait(), 5)  # pieces 1 and 2 are now waiting inside "Triton"
     await body.aclose()  # what Starlette does when the client disconnects
     assert sorted(cancelled) == [1, 2]

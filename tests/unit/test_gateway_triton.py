@@ -94,12 +94,22 @@ class _FakeGrpc:
         self.started: list[int] = []
         self.release = None
         self.fail = fail
+        self.arrived = asyncio.Event()
+        self.idle = asyncio.Event()  # set whenever no call is outstanding
+
+    async def until_outstanding(self, count: int) -> None:
+        """Wait until ``count`` calls are at the fake Triton (their inputs are built in worker threads)."""
+        async with asyncio.timeout(5):
+            while self.outstanding < count:
+                self.arrived.clear()
+                await self.arrived.wait()
 
     async def infer(self, model, inputs, outputs=None, client_timeout=None):
         n = len(self.started)  # call order
         self.started.append(n)
         self.outstanding += 1
         self.peak = max(self.peak, self.outstanding)
+        self.arrived.set()
         try:
             await self.release.wait()
             if n in self.fail:
@@ -107,6 +117,8 @@ class _FakeGrpc:
             return _FakeResult()
         finally:
             self.outstanding -= 1
+            if not self.outstanding:
+                self.idle.set()
 
     async def close(self):
         pass
@@ -119,8 +131,7 @@ def test_client_holds_requests_past_max_concurrency():
         fake.release = asyncio.Event()
         tasks = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
                  for _ in range(10)]
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(3)
         assert (client.active, client.waiting, fake.outstanding) == (3, 7, 3)
         assert metrics.TRITON_WAITING._value.get() == 7 and metrics.TRITON_ACTIVE._value.get() == 3
         fake.release.set()
@@ -142,8 +153,7 @@ def test_a_cancelled_waiter_frees_nothing_it_did_not_take():
         fake.release = asyncio.Event()
         first = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
         second = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(1)
         assert (client.active, client.waiting) == (1, 1)
         second.cancel()  # the HTTP client went away while it waited
         with pytest.raises(asyncio.CancelledError):
@@ -187,8 +197,7 @@ def test_marked_down_fails_calls_in_flight_and_waiting_at_once_and_new_ones_unti
         fake.release = asyncio.Event()  # Triton never answers: a stopped server
         calls = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
                  for _ in range(3)]
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(1)
         assert (client.active, client.waiting) == (1, 2)
         client.mark_down("2 readiness checks unanswered")
         outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 1)
@@ -209,14 +218,12 @@ def test_a_caller_that_goes_away_cancels_its_grpc_call():
         fake = client._client = _FakeGrpc()
         fake.release = asyncio.Event()
         call = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await fake.until_outstanding(1)
         assert fake.outstanding == 1
         call.cancel()  # the client disconnected: unless_client_leaves cancels the work
         with pytest.raises(asyncio.CancelledError):
             await call
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await asyncio.wait_for(fake.idle.wait(), 5)
         assert fake.outstanding == 0 and client.active == 0  # the fake infer was cancelled, not left running
 
     asyncio.run(scenario())

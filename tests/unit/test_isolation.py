@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from whisper_triton.isolation import INTERNAL_MESSAGE, EngineFailure, transcribe_isolated
-from whisper_triton.types import InvalidRequest
+from whisper_triton.protocol import InvalidArgument
 
 
 class FakeEngine:
@@ -25,7 +25,7 @@ class FakeEngine:
             raise RuntimeError("transient")
         if self.poison & set(requests):
             raise RuntimeError(f"bug triggered by {sorted(self.poison & set(requests))}")
-        return [InvalidRequest("bad") if r == "invalid" else r.upper() for r in requests]
+        return [InvalidArgument("bad") if r == "invalid" else r.upper() for r in requests]
 
 
 def test_a_good_batch_runs_once():
@@ -46,7 +46,7 @@ def test_a_poisoned_request_fails_alone(caplog):
         out = transcribe_isolated(engine.transcribe, ["a", "b", "c", "invalid"])
     assert out[0] == "A" and out[2] == "C"
     assert isinstance(out[1], EngineFailure) and str(out[1]) == INTERNAL_MESSAGE
-    assert isinstance(out[3], InvalidRequest)  # the engine's per-request verdicts pass through untouched
+    assert isinstance(out[3], InvalidArgument)  # the engine's per-request verdicts pass through untouched
     assert engine.calls == [["a", "b", "c", "invalid"], ["a"], ["b"], ["c"], ["invalid"]]
     # the batch failure and the request's own failure are logged with their tracebacks
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]

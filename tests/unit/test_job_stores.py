@@ -295,8 +295,7 @@ def test_a_database_that_is_down_at_start_gives_503_then_jobs_once_it_is_up(post
         return real_open(settings, timeout_s)
 
     monkeypatch.setattr(jobs_app, "open_store", flaky_open)
-    app = create_app(Settings(_env_file=None, jobs_database_url=url, jobs_dir=tmp_path))
-    app.state.triton = FakeTriton()
+    app = create_app(Settings(_env_file=None, jobs_database_url=url, jobs_dir=tmp_path), triton=FakeTriton())
     with TestClient(app) as client:
         r = client.get("/v1/jobs")
         assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
@@ -311,7 +310,7 @@ def test_a_database_that_is_down_at_start_gives_503_then_jobs_once_it_is_up(post
 def test_an_hour_of_speech_is_not_hundreds_of_megabytes(store, shared_audio):
     """Issue 11 item 6: float32 kept 64 KB per second (230 MB an hour, 0.9 GB for 4 h). Real speech as
     FLAC, as stored: under 24 KB per second (measured 17.6)."""
-    from tests.helpers import audio_of
+    from tests.utils.helpers import audio_of
 
     samples = np.concatenate([audio_of(f"en/{n}") for n in ("jfk.flac", "1089-134686-0000.wav",
                                                              "1320-122617-0001.flac")])

@@ -16,7 +16,7 @@ from gateway.jobs.api import WebhookMessage
 from gateway.jobs.sqlite import SQLiteStore
 from gateway.jobs.webhooks import Sender, check_url, retry_delay
 from tests.unit.test_job_stores import chunk_text, make_job
-from tests.webhook_receiver import Receiver
+from tests.utils.webhook_receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

@@ -18,7 +18,6 @@ from gateway import jobs as jobs_module
 from gateway import diarization
 from gateway.chunks import drop_repeats, merge, on_timeline, shift, split_chunks
 from gateway.config import Settings
-from gateway.deps import get_triton
 from gateway.diarization import DiarizeOptions
 from gateway.errors import InvalidRequest, ServiceUnavailable, TooManyRequests
 from gateway.jobs import JobRunner, audio, result_from_dict, result_to_dict
@@ -359,9 +358,7 @@ async def test_a_second_runner_on_the_same_directory_waits_for_the_lock(tmp_path
 def api(tmp_path):
     fake = FakeTriton()
     app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_chunk_seconds=10, max_upload_mb=0.5,
-                              max_job_upload_mb=4))
-    app.state.triton = fake
-    app.dependency_overrides[get_triton] = lambda: fake
+                              max_job_upload_mb=4), triton=fake)
     with TestClient(app) as client:
         yield client, fake
 
@@ -465,8 +462,7 @@ def test_unknown_model_and_task_are_refused(api):
 
 
 def test_jobs_need_the_token_when_one_is_set(tmp_path):
-    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path, api_key="k"))
-    app.state.triton = FakeTriton()
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path, api_key="k"), triton=FakeTriton())
     with TestClient(app) as client:
         assert client.get("/v1/jobs").status_code == 401
         assert client.get("/v1/jobs", headers={"Authorization": "Bearer k"}).status_code == 200
@@ -475,8 +471,7 @@ def test_jobs_need_the_token_when_one_is_set(tmp_path):
 def test_unusable_jobs_dir_disables_jobs_but_not_the_gateway(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    app = create_app(Settings(_env_file=None, jobs_dir=blocker / "jobs"))
-    app.state.triton = FakeTriton()
+    app = create_app(Settings(_env_file=None, jobs_dir=blocker / "jobs"), triton=FakeTriton())
     with TestClient(app) as client:
         r = client.get("/v1/jobs")
         assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
@@ -521,13 +516,11 @@ SECRET = "whsec_" + __import__("base64").b64encode(b"k" * 32).decode()
 
 def test_callback_url_needs_webhooks_on_and_a_public_http_url(tmp_path):
     upload = {"file": ("a.wav", wav_bytes(noise(1)), "audio/wav")}
-    off = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "off"))
-    off.state.triton = FakeTriton()
+    off = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "off"), triton=FakeTriton())
     with TestClient(off) as client:
         r = client.post("/v1/jobs", files=upload, data={"callback_url": "https://example.com/hook"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "webhooks_disabled"
-    on = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "on", webhook_secret=SECRET))
-    on.state.triton = FakeTriton()
+    on = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "on", webhook_secret=SECRET), triton=FakeTriton())
     with TestClient(on) as client:
         for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/", "ftp://example.com/"):
             r = client.post("/v1/jobs", files=upload, data={"callback_url": url})
@@ -549,8 +542,7 @@ def test_per_client_queue_limit_and_storage_quota_are_429(tmp_path):
     fake = FakeTriton()
     fake.gate = asyncio.Event()  # nothing finishes
     app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_max_active_per_client=2,
-                              job_storage_quota_mb=0.2))
-    app.state.triton = fake
+                              job_storage_quota_mb=0.2), triton=fake)
     with TestClient(app) as client:
         def submit(seconds: float):
             return client.post("/v1/jobs", files={"file": ("a.wav", wav_bytes(noise(seconds, seed=int(seconds))),
@@ -659,9 +651,7 @@ async def test_a_resumed_diarized_job_keeps_the_windows_of_its_committed_chunks(
 
 def test_diarize_on_the_jobs_route(tmp_path):
     fake = DiarizingTriton()
-    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_chunk_seconds=10))
-    app.state.triton = fake
-    app.dependency_overrides[get_triton] = lambda: fake
+    app = create_app(Settings(_env_file=None, jobs_dir=tmp_path / "jobs", job_chunk_seconds=10), triton=fake)
     with TestClient(app) as client:
         upload = {"file": ("talk.wav", wav_bytes(two_speakers()), "audio/wav")}
         r = client.post("/v1/jobs", files=upload, data={"diarize": "true", "min_speakers": "2", "max_speakers": "3"})

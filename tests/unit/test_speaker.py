@@ -12,7 +12,7 @@ from benchmarks.der import der
 from whisper_triton.speaker import clustering, encoder, regions, weights
 from whisper_triton.speaker.embedder import SpeakerConfig, SpeakerEmbedder, parse_audio, result_tensors
 
-from tests.helpers import shared_audio_available
+from tests.utils.helpers import shared_audio_available
 
 
 # ---- weights -------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_volume_only_raised():
 
 @pytest.mark.skipif(not shared_audio_available(), reason="needs ../shared/audio")
 def test_real_speech_same_speaker_closer_than_others(arrays):
-    from tests.helpers import audio_of
+    from tests.utils.helpers import audio_of
 
     emb = SpeakerEmbedder.from_arrays(arrays)
     files = ["en/1089-134686-0000.wav", "en/1089-134686-0002.wav", "en/1221-135766-0002.flac",

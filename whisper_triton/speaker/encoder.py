@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from whisper_triton.protocol import SAMPLE_RATE
+
 N_FFT = 400
 HOP = 160
 N_MELS = 40

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.utils.helpers import free_port
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from whisper_triton.server import _scan_children, child_pids
+from launcher.processes import _scan_children, child_pids
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 
