@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.config import Settings
@@ -36,6 +36,21 @@ def check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | 
     expected = settings.api_key.get_secret_value().encode()
     if not secrets.compare_digest(credentials.credentials.encode(), expected):
         raise Unauthorized("Incorrect API key provided", headers={"WWW-Authenticate": "Bearer"})
+
+
+INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
+def websocket_credentials(ws: WebSocket) -> HTTPAuthorizationCredentials | None:
+    """A WebSocket's token: ``Authorization: Bearer``, else (browsers cannot set headers) the
+    ``openai-insecure-api-key.<key>`` subprotocol OpenAI's browser clients offer, or ``?api_key=`` / ``?token=``."""
+    header = ws.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    for protocol in ws.scope.get("subprotocols") or ():
+        if not token and protocol.startswith(INSECURE_KEY_PROTOCOL):
+            token = protocol[len(INSECURE_KEY_PROTOCOL):]
+    token = token or ws.query_params.get("api_key", "") or ws.query_params.get("token", "")
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None
 
 
 async def require_token(settings: SettingsDep, credentials: BearerDep) -> None:

@@ -19,6 +19,7 @@ from gateway.limits import PathBodyLimits
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import load_routers
 from gateway.routes.web import static_files
+from gateway.streaming.serving import Admission
 from gateway.triton import TritonClient
 
 log = logging.getLogger("gateway")
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.triton = None
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
+    app.state.stream_admission = Admission.from_settings(settings)  # live sessions (/v1/realtime, /v1/stream)
     errors.install(app)
     app.add_middleware(PathBodyLimits, max_bytes=settings.max_upload_bytes,
                        path_limits={"/v1/jobs": settings.max_job_upload_bytes})

@@ -11,7 +11,7 @@ import importlib.util
 
 from fastapi import APIRouter
 
-ROUTERS = ("system", "openai", "legacy", "web", "jobs")
+ROUTERS = ("system", "openai", "legacy", "web", "jobs", "realtime")
 OPTIONAL_ROUTERS = ("stream",)
 
 

@@ -1,0 +1,72 @@
+"""What the live sessions share in one gateway: the decoder over the shared Triton client, and admission.
+
+Decodes go through ``gateway.service.infer`` with the app's ``TritonClient``, as uploads do, so the
+turns of concurrent sessions meet in Triton's dynamic batches. A partial decode is skipped (``None``)
+when requests already wait for a Triton slot or ``partial_slots`` partials are outstanding: finals are
+what must not slip.
+
+Admission: a session is refused at the start when ``max_sessions`` are live, or when the turns of the
+last ``LAG_WINDOW_S`` completed later than ``max_lag_s`` after they ended on average (the server is not
+keeping up; one more session would make every session late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from gateway import service
+from gateway.results import Options, Transcription
+from gateway.streaming.session import Decoder
+
+LAG_WINDOW_S = 10.0
+
+
+def triton_decoder(triton, partial_slots: asyncio.Semaphore) -> Decoder:
+    async def decode(samples: np.ndarray, options: Options, model: str, conversion: str,
+                     final: bool) -> Transcription | None:
+        if not final:
+            if partial_slots.locked() or getattr(triton, "waiting", 0) > 0:
+                return None
+            async with partial_slots:
+                return await service.infer(triton, model, samples, options, conversion)
+        return await service.infer(triton, model, samples, options, conversion)
+
+    return decode
+
+
+class Admission:
+    def __init__(self, max_sessions: int, max_lag_s: float, partial_slots: int = 2) -> None:
+        self.max_sessions, self.max_lag_s = max_sessions, max_lag_s
+        self.active = 0
+        self.partial_slots = asyncio.Semaphore(partial_slots)
+        self._lags: list[tuple[float, float]] = []  # (when, seconds from a turn's end to its transcript)
+
+    @classmethod
+    def from_settings(cls, settings) -> "Admission":
+        return cls(settings.max_streams, settings.stream_admit_lag_s, settings.stream_partial_concurrency)
+
+    def observe(self, lag_s: float) -> None:
+        now = time.monotonic()
+        self._lags = [(t, lag) for t, lag in self._lags if now - t <= LAG_WINDOW_S] + [(now, lag_s)]
+
+    @property
+    def lag_s(self) -> float:
+        now = time.monotonic()
+        recent = [lag for t, lag in self._lags if now - t <= LAG_WINDOW_S]
+        return sum(recent) / len(recent) if recent else 0.0
+
+    def try_enter(self) -> str | None:
+        """None when admitted (call ``leave`` at the end), else why not."""
+        if self.active >= self.max_sessions:
+            return f"too many streams (limit {self.max_sessions}); try again later"
+        if self.lag_s > self.max_lag_s:
+            return (f"the server is not keeping up with its live sessions (turns complete {self.lag_s:.1f} s "
+                    f"after they end); try again later")
+        self.active += 1
+        return None
+
+    def leave(self) -> None:
+        self.active -= 1
