@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 import anyio.to_thread
 import numpy as np
@@ -100,7 +101,7 @@ def _decoding(settings: Settings, config: Config) -> core.Decoding:
 class Connection:
     """One ``/v1/realtime`` connection: the protocol state around one ``StreamSession``."""
 
-    def __init__(self, ws: WebSocket, settings: Settings, admission: Admission) -> None:
+    def __init__(self, ws: WebSocket, settings: Settings, admission: Admission, ticket: int) -> None:
         self.ws, self.settings, self.admission = ws, settings, admission
         self.id = core.new_id("sess")
         self.config = Config(turn=ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms,
@@ -109,7 +110,7 @@ class Connection:
         stream_config = core.StreamConfig.from_settings(settings)
         self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
-                                          observe=admission.observe)
+                                          observe=partial(admission.observe, ticket))
         self.started = time.monotonic()
 
     async def send(self, event: ev.ServerEvent) -> None:
@@ -290,14 +291,14 @@ async def realtime(ws: WebSocket) -> None:
             f"intent {ascii(intent)[:40]} is not served here: only transcription sessions (?intent=transcription)")))
         return
     admission = admission_of(ws)
-    refusal = admission.try_enter()
-    if refusal is not None:
+    ticket, refusal = admission.try_enter()
+    if ticket is None:
         await _refuse(ws, TRY_AGAIN_LATER, ev.ErrorDetail(type="rate_limit_error", code="too_many_sessions",
                                                           message=refusal))
         return
     connection: Connection | None = None
     try:
-        connection = Connection(ws, settings, admission)
+        connection = Connection(ws, settings, admission, ticket)
         connection.session.start()
         await connection.send(ev.SessionEvent(type="session.created", session=connection.config.ga(connection.id)))
         receiver = asyncio.create_task(connection.receive_loop())
@@ -316,6 +317,6 @@ async def realtime(ws: WebSocket) -> None:
                 task.cancel()
             await asyncio.gather(receiver, sender, return_exceptions=True)
     finally:
-        admission.leave()  # first: a cancelled close() below must not leak the slot
+        admission.leave(ticket)  # first: a cancelled close() below must not leak the slot
         if connection is not None:
             await connection.session.close()

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -225,14 +226,15 @@ async def _start_message(ws: WebSocket, settings: Settings) -> StartMessage | No
     return None
 
 
-def _session(ws: WebSocket, settings: Settings, start: StartMessage) -> core.StreamSession:
+def _session(ws: WebSocket, settings: Settings, start: StartMessage, ticket: int) -> core.StreamSession:
     """The core session for a start message: words on every turn, the server VAD's defaults."""
     options = service.options_for(language=start.language, task=start.task, word_timestamps=True)
     decoding = core.Decoding(start.model, options, service.conversion_for(settings, start.chinese, start.language))
     admission = ws.app.state.stream_admission
     turn = ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms, settings.stream_silence_ms)
     return core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots), decoding,
-                              core.StreamConfig.from_settings(settings), turn, observe=admission.observe)
+                              core.StreamConfig.from_settings(settings), turn,
+                              observe=partial(admission.observe, ticket))
 
 
 @router.websocket("/v1/stream")
@@ -245,8 +247,8 @@ async def stream(ws: WebSocket) -> None:
         await _close(ws, POLICY, "unauthorized", "Missing or incorrect API key (Authorization: Bearer, or ?api_key=)")
         return
     admission = ws.app.state.stream_admission
-    refusal = admission.try_enter()
-    if refusal is not None:
+    ticket, refusal = admission.try_enter()
+    if ticket is None:
         await _close(ws, TRY_AGAIN_LATER, refusal, refusal)
         return
     connection: Stream | None = None
@@ -255,7 +257,7 @@ async def stream(ws: WebSocket) -> None:
         if start is None:
             return
         try:
-            connection = Stream(ws, start, settings, _session(ws, settings, start))
+            connection = Stream(ws, start, settings, _session(ws, settings, start, ticket))
         except APIError as exc:
             await _close(ws, POLICY, "bad start message", f"bad start message: {exc.message}")
             return
@@ -282,7 +284,7 @@ async def stream(ws: WebSocket) -> None:
                 task.cancel()
             await asyncio.gather(receiver, sender, return_exceptions=True)
     finally:
-        admission.leave()  # first: a cancelled close() below must not leak the slot
+        admission.leave(ticket)  # first: a cancelled close() below must not leak the slot
         if connection is not None:
             await connection.close()
 

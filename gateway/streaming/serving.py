@@ -6,7 +6,7 @@ when requests already wait for a Triton slot or ``partial_slots`` partials are o
 what must not slip.
 
 Admission: a session is refused at the start when ``max_sessions`` are live, or when the turns of the
-last ``LAG_WINDOW_S`` completed later than ``max_lag_s`` after they ended on average (the server is not
+last ``LAG_WINDOW_S`` of the live sessions completed later than ``max_lag_s`` after they ended on average (the server is not
 keeping up; one more session would make every session late).
 """
 
@@ -40,33 +40,40 @@ def triton_decoder(triton, partial_slots: asyncio.Semaphore) -> Decoder:
 class Admission:
     def __init__(self, max_sessions: int, max_lag_s: float, partial_slots: int = 2) -> None:
         self.max_sessions, self.max_lag_s = max_sessions, max_lag_s
-        self.active = 0
         self.partial_slots = asyncio.Semaphore(partial_slots)
-        self._lags: list[tuple[float, float]] = []  # (when, seconds from a turn's end to its transcript)
+        self._live: dict[int, list[tuple[float, float]]] = {}  # session -> (when, seconds commit -> transcript)
+        self._next = 0
 
     @classmethod
     def from_settings(cls, settings) -> "Admission":
         return cls(settings.max_streams, settings.stream_admit_lag_s, settings.stream_partial_concurrency)
 
-    def observe(self, lag_s: float) -> None:
-        now = time.monotonic()
-        self._lags = [(t, lag) for t, lag in self._lags if now - t <= LAG_WINDOW_S] + [(now, lag_s)]
+    @property
+    def active(self) -> int:
+        return len(self._live)
+
+    def observe(self, session: int, lag_s: float) -> None:
+        if session in self._live:
+            now = time.monotonic()
+            self._live[session] = [(t, lag) for t, lag in self._live[session] if now - t <= LAG_WINDOW_S] + [(now, lag_s)]
 
     @property
     def lag_s(self) -> float:
+        """The live sessions' average lag over the last ``LAG_WINDOW_S`` (0 when none completed a turn)."""
         now = time.monotonic()
-        recent = [lag for t, lag in self._lags if now - t <= LAG_WINDOW_S]
+        recent = [lag for lags in self._live.values() for t, lag in lags if now - t <= LAG_WINDOW_S]
         return sum(recent) / len(recent) if recent else 0.0
 
-    def try_enter(self) -> str | None:
-        """None when admitted (call ``leave`` at the end), else why not."""
+    def try_enter(self) -> tuple[int | None, str]:
+        """(a session key to ``leave`` at the end, "") when admitted, else (None, why not)."""
         if self.active >= self.max_sessions:
-            return f"too many streams (limit {self.max_sessions}); try again later"
+            return None, f"too many streams (limit {self.max_sessions}); try again later"
         if self.lag_s > self.max_lag_s:
-            return (f"the server is not keeping up with its live sessions (turns complete {self.lag_s:.1f} s "
-                    f"after they end); try again later")
-        self.active += 1
-        return None
+            return None, (f"the server is not keeping up with its live sessions (turns complete {self.lag_s:.1f} s "
+                          f"after they end); try again later")
+        self._next += 1
+        self._live[self._next] = []
+        return self._next, ""
 
-    def leave(self) -> None:
-        self.active -= 1
+    def leave(self, session: int) -> None:
+        self._live.pop(session, None)

@@ -369,11 +369,29 @@ class StreamSession:
             if self._closing:
                 return
             if self._partial_due():
-                if await self._partial():
-                    continue
-                await self._sleep(0.25)  # busy: the partial waits for a quieter moment (or is overtaken)
+                if not await self._partial_unless_committed():
+                    await self._sleep(0.25)  # busy: the partial waits for a quieter moment (or is overtaken)
                 continue
             await self._sleep(None)
+
+    async def _partial_unless_committed(self) -> bool:
+        """A partial decode, given up (cancelled, in Triton too) as soon as a turn is committed: the final
+        must not wait behind a partial of the same session. False when the decoder skipped it (busy)."""
+        partial = asyncio.ensure_future(self._partial())
+        try:
+            while not partial.done():
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({partial, waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                if not partial.done() and (self._pending or self._closing):
+                    partial.cancel()
+                    await asyncio.wait({partial})
+                    return True
+            return partial.result()
+        finally:
+            if not partial.done():  # this worker was cancelled
+                partial.cancel()
 
     async def _sleep(self, timeout: float | None) -> None:
         self._wake.clear()
@@ -384,14 +402,21 @@ class StreamSession:
             pass
 
     async def _partial(self) -> bool:
-        assert self._open is not None
+        if self._open is None:  # committed before this task ran
+            return True
         item, start = self._open
         end = self.received
         audio = self._slice(start, end)
         options = replace(self.decoding.options, prompt=self._prompt(), beam_size=self.config.partial_beam,
                           word_timestamps=False, vad_filter=False)
         t0 = time.perf_counter()
-        result = await self.decode(audio, options, self.decoding.model, self.decoding.conversion, False)
+        try:
+            result = await self.decode(audio, options, self.decoding.model, self.decoding.conversion, False)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failed partial is only a missed hypothesis; the turn's final will tell
+            self._partial_at = end
+            return True
         if result is None:
             return False
         self.decodes += 1
