@@ -58,14 +58,19 @@ async def append_real_time(conn, pcm: np.ndarray, chunk_ms: int = 100) -> float:
 
 
 async def events_until(conn, done, timeout: float = 60) -> list:
-    """Every server event until ``done(events)`` holds."""
-    seen = []
-    async with asyncio.timeout(timeout):
-        async for event in conn:
-            seen.append((time.monotonic(), event))
-            if done([e for _, e in seen]):
-                return seen
-    raise AssertionError(f"connection closed after {[e.type for _, e in seen]}")
+    """(arrival time, event) of every server event until ``done(events)`` holds (checked on every event,
+    and every 0.2 s: the condition may also wait on the client's sender)."""
+    seen: list = []
+    deadline = time.monotonic() + timeout
+    while not done([e for _, e in seen]):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {[(e.type, getattr(e, 'item_id', '')) for _, e in seen]}")
+        try:
+            event = await asyncio.wait_for(conn.recv(), 0.2)  # the SDK's recv is safe to cancel
+        except TimeoutError:
+            continue
+        seen.append((time.monotonic(), event))
+    return seen
 
 
 async def test_sdk_server_vad_session_transcribes_each_turn(realtime_url, shared_audio):
