@@ -48,6 +48,7 @@ class Config:
     model: str = "whisper-1"
     language: str = ""
     prompt: str = ""
+    chinese_script: str = ""  # "" = the server's default (GATEWAY_CHINESE_DEFAULT)
     rate: int = 24000
     turn: ServerVad | None = ServerVad()
 
@@ -80,7 +81,7 @@ def _merged(config: Config, transcription: ev.TranscriptionConfig | None, turn_s
     if transcription is not None:
         fields = transcription.model_fields_set
         config = replace(config, **{name: getattr(transcription, name) or ""
-                                    for name in ("model", "language", "prompt") if name in fields})
+                                    for name in ("model", "language", "prompt", "chinese_script") if name in fields})
     if turn_set:
         config = replace(config, turn=None if turn is None else ServerVad(
             turn.threshold, turn.prefix_padding_ms, turn.silence_duration_ms))
@@ -95,7 +96,7 @@ def _decoding(settings: Settings, config: Config) -> core.Decoding:
     if name == settings.diarization_model:
         raise ModelNotFound(f"The model '{name}' is not a transcription model", param="model")
     options = service.options_for(language=config.language, prompt=config.prompt)
-    return core.Decoding(name, options, service.conversion_for(settings, None, config.language))
+    return core.Decoding(name, options, service.conversion_for(settings, config.chinese_script or None, config.language))
 
 
 class Connection:

@@ -30,6 +30,7 @@ class TranscriptionConfig(_In):
     model: str | None = None  # whisper-1 (the default model) or a model name here
     language: str | None = None
     prompt: str | None = None
+    chinese_script: str | None = None  # this server's extension, as on the REST routes (s2twp, t2s, none, ...)
 
 
 class ServerVadConfig(_In):
