@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import logging
-import time
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -31,6 +30,7 @@ from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
 from gateway.stream_audio import FrameError, Resampler, pcm16_samples
 from gateway.streaming import events as ev
+from gateway.streaming import ingest
 from gateway.streaming import session as core
 from gateway.streaming.serving import Admission, triton_decoder
 from gateway.streaming.turns import ServerVad
@@ -112,7 +112,7 @@ class Connection:
         self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
                                           observe=partial(admission.observe, ticket))
-        self.started = time.monotonic()
+        self.ingest = ingest.Ingest(ws, self.session, settings, paced=True)
 
     async def send(self, event: ev.ServerEvent) -> None:
         await self.ws.send_text(event.model_dump_json())
@@ -124,18 +124,16 @@ class Connection:
 
     # -- client -> core -----------------------------------------------------------------------
     async def receive_loop(self) -> None:
-        limit = self.settings.stream_max_frame_kib * 1024
         while True:
-            await self.session.room()  # the decode backlog is full: the client waits in its socket
-            await self._pace()
             try:
-                async with asyncio.timeout(self.settings.stream_idle_s):
-                    message = await self.ws.receive()
-            except TimeoutError:
-                await self.error(f"no event for {self.settings.stream_idle_s:g} s; closing the session",
-                                 code="session_idle")
+                message = await self.ingest.next()
+            except ingest.Idle as exc:
+                await self.error(f"{exc.message}; closing the session", code="session_idle")
                 await _close(self.ws, POLICY, "idle")
                 return
+            except ingest.TooBig as exc:
+                await self.error(f"{exc.message}: append audio in smaller pieces", code="event_too_large")
+                continue
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -143,17 +141,7 @@ class Connection:
                 await self.error("binary frames are not part of the protocol: send JSON events "
                                  "(audio as base64 in input_audio_buffer.append)", code="invalid_event")
                 continue
-            if len(text) > limit:
-                await self.error(f"event of {len(text)} bytes; the limit is {limit} bytes: append audio in smaller "
-                                 f"pieces", code="event_too_large")
-                continue
             await self.handle(text)
-
-    async def _pace(self) -> None:
-        """Audio far ahead of real time is read at real time: paced, never dropped."""
-        ahead = self.session.received / core.SAMPLE_RATE - (time.monotonic() - self.started)
-        if ahead > self.settings.stream_max_ahead_s:
-            await asyncio.sleep(ahead - self.settings.stream_max_ahead_s)
 
     async def handle(self, text: str) -> None:
         try:

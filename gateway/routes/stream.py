@@ -38,6 +38,7 @@ from gateway.config import Settings
 from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
 from gateway.stream_audio import SAMPLE_RATE, FrameError, WebmDecoder, pcm_to_float
+from gateway.streaming import ingest
 from gateway.streaming import session as core
 from gateway.streaming.serving import triton_decoder
 from gateway.streaming.turns import ServerVad
@@ -102,6 +103,7 @@ class Stream:
         self.ws, self.start, self.settings, self.session = ws, start, settings, session
         self.words: list[dict] = []  # every committed word, on the stream's timeline
         self.language = start.language
+        self.ingest = ingest.Ingest(ws, session, settings, paced=False)
         # MediaRecorder chunks: decoded on the decoder's thread, taken before each read and at the end
         self.decoder = WebmDecoder(None, CONTAINER[start.format]) if start.format in CONTAINER else None
 
@@ -112,25 +114,24 @@ class Stream:
 
     async def receive_loop(self) -> str:
         """Read frames until stop (returns "stop") or the client leaves (returns "disconnect")."""
-        limit = self.settings.stream_max_frame_kib * 1024
         while True:
-            await self.session.room()  # the decode backlog is full: the client waits in its socket
             await self._pull_decoded()
             try:
-                async with asyncio.timeout(self.settings.stream_idle_s):
-                    message = await self.ws.receive()
-            except TimeoutError:
-                raise ProtocolError(f"no data for {self.settings.stream_idle_s:.0f} s", POLICY) from None
+                message = await self.ingest.next()
+            except ingest.IngestError as exc:
+                raise ProtocolError(exc.message, TOO_BIG if isinstance(exc, ingest.TooBig) else POLICY) from None
             if message["type"] == "websocket.disconnect":
                 return "disconnect"
             data = message.get("bytes")
             if data is not None:
-                if len(data) > limit:
-                    raise ProtocolError(f"a frame of {len(data)} bytes; the limit is {limit}", TOO_BIG)
                 if self.decoder is not None:
                     self.decoder.feed(data)
                 else:
                     await self.session.append(pcm_to_float(data, self.start.format))
+                try:
+                    self.ingest.check_ahead()
+                except ingest.TooFast as exc:
+                    raise ProtocolError(exc.message, POLICY) from None
                 continue
             try:
                 control = json.loads(message.get("text") or "")
