@@ -164,3 +164,57 @@ def test_other_intents_and_a_full_gateway_are_refused_at_the_start():
                 assert closed.value.code == 1013
         with client.websocket_connect(URL) as ws:  # the slot was given back
             assert ws.receive_json()["type"] == "session.created"
+
+
+# -- ingest: nothing dropped, nothing unbounded (gateway/streaming/ingest.py) ----------------------
+def test_realtime_audio_far_ahead_of_real_time_is_paced_not_dropped():
+    import time
+
+    client, fake = make_client(stream_max_ahead_s=1.0)
+    with client, client.websocket_connect(URL) as ws:
+        ws.receive_json()
+        ws.send_json(MANUAL)
+        ws.receive_json()
+        t0 = time.monotonic()
+        for _ in range(6):  # 3 s of audio at once
+            ws.send_json({"type": "input_audio_buffer.append", "audio": pcm(0.5)})
+        ws.send_json({"type": "input_audio_buffer.commit"})
+        events = until(ws, "conversation.item.input_audio_transcription.completed")
+        elapsed = time.monotonic() - t0
+    assert "error" not in [e["type"] for e in events]
+    assert elapsed >= 1.5, f"3 s of audio read in {elapsed:.2f} s: not paced"
+    assert abs(fake.calls[-1][1] - 3 * 16000) < 100  # all of it, in one commit
+
+
+def test_stream_faster_than_real_time_is_closed_with_1008():
+    client, _ = make_client(stream_max_ahead_s=3.0)
+    start = {"type": "start", "language": "en", "sample_rate": 16000, "format": "pcm_s16le"}
+    frame = (np.zeros(16000, dtype="<i2") + 100).tobytes()  # 1 s each, all at once
+    with client, client.websocket_connect("/v1/stream") as ws:
+        ws.send_json(start)
+        for _ in range(6):
+            ws.send_bytes(frame)
+        error = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert error["type"] == "error" and "faster than real time" in error["message"]
+    assert closed.value.code == 1008
+
+
+def test_stream_whose_audio_falls_behind_real_time_is_closed():
+    import time
+
+    client, _ = make_client(stream_idle_s=0.5)
+    start = {"type": "start", "language": "en", "sample_rate": 16000, "format": "pcm_s16le"}
+    with client, client.websocket_connect("/v1/stream") as ws:
+        ws.send_json(start)
+        t0 = time.monotonic()
+        for _ in range(30):  # one sample every 0.1 s: far behind real time, never idle for 0.5 s
+            ws.send_bytes(b"\0\0")
+            time.sleep(0.1)
+            if time.monotonic() - t0 > 1.5:
+                break
+        error = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert "behind real time" in error["message"] and closed.value.code == 1008
