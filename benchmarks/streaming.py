@@ -58,17 +58,32 @@ def to_wire(audio: np.ndarray) -> np.ndarray:
 
 async def session(url: str, audio: np.ndarray, model: str) -> dict:
     """One realtime session at real-time pace; its turns' timings and transcripts."""
-    from websockets.asyncio.client import connect
-
     pcm, step = to_wire(audio), WIRE_RATE // 10
     turns: dict[str, dict] = {}
     order: list[str] = []
-    out = {"refused": None, "errors": []}
+    out = {"refused": None, "errors": [], "closed": None}
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        await _session(url, pcm, step, model, turns, order, out)
+    except ConnectionClosed as exc:  # e.g. keepalive: a gateway that holds a client back over 20 s
+        out["closed"] = str(exc)
+    done = [turns[i] for i in order if "completed" in turns[i]]
+    out["text"] = " ".join(t["text"] for t in done)
+    out["turn_latency"] = [t["completed"] - t["end"] for t in done if "end" in t]
+    out["first_delta"] = [t["first_delta"] - t["start"] for t in done if "first_delta" in t]
+    out["turns"] = len(done)
+    return out
+
+
+async def _session(url: str, pcm: np.ndarray, step: int, model: str, turns: dict, order: list, out: dict) -> None:
+    from websockets.asyncio.client import connect
+
     async with connect(url, max_size=None, open_timeout=60) as ws:
         first = json.loads(await ws.recv())
         if first["type"] == "error":
             out["refused"] = first["error"]["message"]
-            return out
+            return
         await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
             "format": {"type": "audio/pcm", "rate": WIRE_RATE}, "transcription": {"model": model, "language": "en"},
             "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
@@ -108,12 +123,6 @@ async def session(url: str, audio: np.ndarray, model: str) -> dict:
             elif kind.endswith("input_audio_transcription.failed") or kind == "error":
                 out["errors"].append(event)
         await sender
-    done = [turns[i] for i in order if "completed" in turns[i]]
-    out["text"] = " ".join(t["text"] for t in done)
-    out["turn_latency"] = [t["completed"] - t["end"] for t in done if "end" in t]
-    out["first_delta"] = [t["first_delta"] - t["start"] for t in done if "first_delta" in t]
-    out["turns"] = len(done)
-    return out
 
 
 def cpu_seconds(*groups: int) -> float:
@@ -174,6 +183,8 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
             "wer": round(error_rate([ref for _, ref, _ in served], [r["text"] for r, _, _ in served], "en"), 4),
             "wer_upload": round(error_rate([ref for _, ref, _ in served], [up for _, _, up in served], "en"), 4),
             "errors": sum(len(r["errors"]) for r, _, _ in served),
+            "closed": sum(1 for r, _, _ in served if r["closed"]),
+            "load_avg": round(os.getloadavg()[0], 1),
             "cpu_per_s": round(cpu / wall, 2), "gateway_cpu_per_s": round(gateway_cpu / wall, 2),
             "refusals": sorted({r["refused"] for r in results if r["refused"]}),
         })
@@ -244,16 +255,18 @@ def report(out: Path, summary: dict) -> None:
              "Turn completion: from the end of a turn's speech to its `completed` event (includes the 0.5 s of "
              "silence server VAD waits for). First delta: from the start of the speech to the turn's first "
              "`delta`. WER: the joined `completed` transcripts; upload: the same audio uploaded whole. CPU: "
-             "seconds of CPU per second of wall time, tritonserver and gateway together (of 2 cores).", "",
+             "seconds of CPU per second of wall time, tritonserver and gateway together (of 2 cores). Closed: sessions "
+             "that ended early (a client's keepalive gives up after 20 s held back). Load avg: the machine's 1-minute "
+             "load at the end of the level (other work on the machine included).", "",
              "| sessions | refused | turns | turn completion p50 / p95 / max | first delta p50 / p95 | WER | WER upload "
-             "| errors | CPU (gateway) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| errors | closed | CPU (gateway) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.2f} s"  # noqa: E731
     for r in summary["live"]:
         lines.append(f"| {r['sessions']} | {r['refused']} | {r['turns']} | {fmt(r['turn_latency_p50_s'])} / "
                      f"{fmt(r['turn_latency_p95_s'])} / {fmt(r['turn_latency_max_s'])} | {fmt(r['first_delta_p50_s'])} / "
                      f"{fmt(r['first_delta_p95_s'])} | {r['wer']:.3f} | {r['wer_upload']:.3f} | {r['errors']} | "
-                     f"{r['cpu_per_s']:.2f} ({r['gateway_cpu_per_s']:.2f}) |")
+                     f"{r['closed']} | {r['cpu_per_s']:.2f} ({r['gateway_cpu_per_s']:.2f}) | {r['load_avg']} |")
     lines += ["", "![latency](latency_vs_sessions.png)", ""]
     if summary.get("sse"):
         sse = summary["sse"]

@@ -111,7 +111,7 @@ class Connection:
         stream_config = core.StreamConfig.from_settings(settings)
         self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
-                                          observe=partial(admission.observe, ticket))
+                                          observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
         self.ingest = ingest.Ingest(ws, self.session, settings, paced=True)
 
     async def send(self, event: ev.ServerEvent) -> None:

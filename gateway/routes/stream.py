@@ -235,7 +235,7 @@ def _session(ws: WebSocket, settings: Settings, start: StartMessage, ticket: int
     turn = ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms, settings.stream_silence_ms)
     return core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots), decoding,
                               core.StreamConfig.from_settings(settings), turn,
-                              observe=partial(admission.observe, ticket))
+                              observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
 
 
 @router.websocket("/v1/stream")

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+import anyio
 import anyio.to_thread
 import numpy as np
 
@@ -162,13 +163,15 @@ class _Turn:
 class StreamSession:
     """One live session. ``turn`` is the server VAD, or None for client commits. ``vad`` makes the speech
     probability function (tests pass a fake; the default is Silero); ``observe`` is told how long each turn
-    took from its commit to its transcript (admission control watches it)."""
+    took from its commit to its transcript (admission control watches it); ``vad_limiter`` bounds the VAD
+    calls running at once."""
 
     def __init__(self, decode: Decoder, decoding: Decoding, config: StreamConfig = StreamConfig(),
                  turn: ServerVad | None = ServerVad(), vad: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
-                 observe: Callable[[float], None] | None = None) -> None:
+                 observe: Callable[[float], None] | None = None, vad_limiter: anyio.CapacityLimiter | None = None) -> None:
         self.decode, self.decoding, self.config = decode, decoding, config
         self._observe = observe or (lambda lag_s: None)  # seconds from a commit to its transcript
+        self._vad_limiter = vad_limiter  # VAD calls of all sessions one at a time: least CPU (measured)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.received = 0  # samples appended over the whole session
         self.decodes = 0
@@ -233,7 +236,7 @@ class StreamSession:
         if self._detector is not None:
             if self._vad is None:
                 self._vad = await anyio.to_thread.run_sync(self._vad_factory or _silero)
-            probs = await anyio.to_thread.run_sync(self._vad, samples)
+            probs = await anyio.to_thread.run_sync(self._vad, samples, limiter=self._vad_limiter)
         self._chunks.append(samples)
         self._kept += samples.size
         start = self.received
