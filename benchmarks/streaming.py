@@ -276,7 +276,8 @@ def report(out: Path, summary: dict) -> None:
         for i, r in enumerate(sse["runs"], 1):
             lines.append(f"| {i} | {r['one_request_s']:.2f} s | {r['stream_first_delta_s']:.2f} s | "
                          f"{r['stream_done_s']:.2f} s | {r['wer_one_request']:.3f} | {r['wer_stream']:.3f} |")
-    lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in summary["settings"].items()), ""]
+    lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in summary["settings"].items())
+              + "".join(f", `{k}={v}` (this run)" for k, v in summary.get("env", {}).items()), ""]
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=1.0, help="silence between utterances, seconds")
     parser.add_argument("--model", default="whisper-1", help="whisper-1 = the deployed base model")
     parser.add_argument("--sse", action="store_true", help="also measure the stream=true upload")
+    parser.add_argument("--env", action="append", default=[], metavar="GATEWAY_X=V", help="gateway setting for this run")
     parser.add_argument("--upload-seconds", type=float, default=210.0, help="speech in the stream=true upload")
     parser.add_argument("--repeats", type=int, default=2, help="stream=true / one-request pairs")
     parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
@@ -302,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-realtime"
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
-    sse = None
+    sse, env = None, {}
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
-        with running_stack(repo, out / "logs", log) as (triton, gateway, url):
+        env = dict(item.split("=", 1) for item in args.env)
+        with running_stack(repo, out / "logs", log, **env) as (triton, gateway, url):
             live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap,
                                      [int(n) for n in args.sessions.split(",")], args.model)
             if args.sse:
@@ -325,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "gap_s": args.gap,
         "live": live,
         "sse": sse,
+        "env": env,
         "settings": {k: getattr(defaults, k) for k in (
             "max_streams", "stream_admit_lag_s", "stream_step_s", "stream_beam_size", "stream_final_beam_size",
             "stream_partial_concurrency", "stream_silence_ms", "stream_max_turn_s", "max_triton_concurrency")},

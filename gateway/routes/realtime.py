@@ -178,7 +178,7 @@ class Connection:
             await self.session.append(samples)
         elif isinstance(event, ev.Commit):
             try:
-                self.session.commit()
+                await self.session.commit()
             except core.EmptyBuffer as exc:
                 raise APIError(f"Error committing input audio buffer: {exc}", code="input_audio_buffer_commit_empty") from None
         elif isinstance(event, ev.Clear):

@@ -31,6 +31,7 @@ import numpy as np
 
 from gateway.results import Options, Transcription
 from gateway.streaming.turns import SAMPLE_RATE, Boundary, ServerVad, TurnDetector
+from gateway.streaming.vad import FRAME
 
 MIN_COMMIT = SAMPLE_RATE // 10  # OpenAI refuses to commit less than 100 ms
 
@@ -194,6 +195,13 @@ class StreamSession:
         self._room = asyncio.Event()
         self._room.set()
         self._worker: asyncio.Task | None = None
+        self._listener: asyncio.Task | None = None
+        self._unheard: list[np.ndarray] = []  # appended, not yet heard by the VAD
+        self._heard_to = 0  # session samples the VAD has heard
+        self._ignore_before = 0  # the client cleared the buffer here: no speech before it
+        self._hear = asyncio.Event()
+        self._heard = asyncio.Event()
+        self._heard.set()
         self.set_turn_detection(turn)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -209,8 +217,12 @@ class StreamSession:
         if self._detector is not None:
             self._detector.vad = turn
             return
-        self._detector = TurnDetector(turn, self.config.max_turn_s)
+        # the VAD starts hearing here: frame 0 is the next sample appended
+        self._detector = TurnDetector(turn, self.config.max_turn_s, origin=self.received)
         self._detector.reset(self.received)
+        self._frames, self._heard_to, self._unheard = 0, self.received, []
+        if self._vad is not None and hasattr(self._vad, "reset"):
+            self._vad.reset()
         if self._open is not None:  # a manual buffer in progress: it goes on as the VAD's turn
             self._detector.in_turn, self._detector.turn_start = True, self._open[1]
 
@@ -227,26 +239,21 @@ class StreamSession:
         """Audio waiting to be decoded: committed turns and the open one."""
         pending = sum(t.end - t.start for t in self._pending)
         open_turn = self.received - self._open[1] if self._open else 0
-        return (pending + open_turn) / SAMPLE_RATE
+        unheard = self.received - self._heard_to if self._detector is not None and not self._open else 0
+        return (pending + open_turn + unheard) / SAMPLE_RATE
 
     async def append(self, samples: np.ndarray) -> None:
+        """Take ``samples`` (the VAD hears them on its own task: a client is never held up by it)."""
         if not samples.size:
             return
-        probs = None
-        if self._detector is not None:
-            if self._vad is None:
-                self._vad = await anyio.to_thread.run_sync(self._vad_factory or _silero)
-            probs = await anyio.to_thread.run_sync(self._vad, samples, limiter=self._vad_limiter)
         self._chunks.append(samples)
         self._kept += samples.size
         start = self.received
         self.received += samples.size
-        if self._detector is not None and probs is not None:
-            first, self._frames = self._frames, self._frames + len(probs)
-            for boundary in self._detector.feed(probs, first):
-                self._boundary(boundary)
-            if self._open is None:
-                self._drop_before(self._detector.keep_from(self.received))
+        if self._detector is not None:
+            self._unheard.append(samples)
+            self._heard.clear()
+            self._hear.set()
         else:
             if self._open is None:
                 self._open = (new_id("item"), start)
@@ -256,6 +263,40 @@ class StreamSession:
         self._check_room()
         self._wake.set()
 
+    async def heard(self) -> None:
+        """Returns once the VAD has heard everything appended so far."""
+        await self._heard.wait()
+
+    async def _listen(self) -> None:
+        """The VAD: everything appended since its last call in one call off the loop (one call per append
+        when it keeps up, fewer and longer ones when it does not), its turn boundaries applied in order."""
+        while True:
+            await self._hear.wait()
+            self._hear.clear()
+            while self._unheard and self._detector is not None:
+                chunks, self._unheard = self._unheard, []
+                audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+                if self._vad is None:
+                    self._vad = await anyio.to_thread.run_sync(self._vad_factory or _silero)
+                probs = await anyio.to_thread.run_sync(self._vad, audio, limiter=self._vad_limiter)
+                self._heard_to += audio.size
+                detector = self._detector
+                if detector is None:
+                    break
+                first, self._frames = self._frames, self._frames + len(probs)
+                cleared = (self._ignore_before - detector.origin) // FRAME - first  # frames before a clear
+                if cleared > 0:
+                    probs = probs.copy()
+                    probs[:cleared] = 0.0
+                for boundary in detector.feed(probs, first):
+                    self._boundary(boundary)
+                if self._open is None:
+                    self._drop_before(detector.keep_from(self._heard_to))
+                self._check_room()
+                self._wake.set()
+            if not self._unheard:
+                self._heard.set()
+
     def _boundary(self, b: Boundary) -> None:
         if b.kind == "start":
             self._open = (new_id("item"), b.sample)
@@ -264,8 +305,10 @@ class StreamSession:
             self._put(SpeechStopped(self._open[0], b.speech / SAMPLE_RATE))
             self._commit(b.sample)
 
-    def commit(self) -> str:
-        """The client's commit: the open turn (or the uncommitted buffer) becomes an item now."""
+    async def commit(self) -> str:
+        """The client's commit: the open turn (or the uncommitted buffer) becomes an item now (once the VAD
+        has heard what came before it)."""
+        await self.heard()
         if self._open is None or self.received - self._open[1] < MIN_COMMIT:
             have = 0 if self._open is None else (self.received - self._open[1]) * 1000 // SAMPLE_RATE
             raise EmptyBuffer(f"buffer too small: expected at least 100ms of audio, but buffer only has {have}ms")
@@ -282,6 +325,7 @@ class StreamSession:
         """Drop the audio not yet committed (the open turn with it)."""
         self._open = None
         self._drop_before(self.received)
+        self._ignore_before = self.received  # what the VAD has not heard yet is no speech
         if self._detector is not None:
             self._detector.reset(self.received)
         self._reset_partial()
@@ -330,22 +374,29 @@ class StreamSession:
     # -- decoding ---------------------------------------------------------------------------------
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="stream-session")
+        self._listener = asyncio.create_task(self._listen(), name="stream-vad")
 
     async def finish(self) -> None:
         """End of audio: the open turn is committed (if it holds 100 ms), every turn decoded, then return."""
+        await self.heard()
         if self._open is not None and self.received - self._open[1] >= MIN_COMMIT:
-            self.commit()
+            await self.commit()
         self._closing = True
         self._wake.set()
         if self._worker is not None:
             await self._worker
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.wait({self._listener})
 
     async def close(self) -> None:
         """The client is gone: decodes in flight are cancelled (in Triton too)."""
         self._room.set()
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            await asyncio.wait({self._worker})  # its cancellation has reached the gRPC call
+        tasks = {t for t in (self._worker, self._listener) if t is not None and not t.done()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # the decode's cancellation has reached the gRPC call
 
     def _prompt(self) -> str:
         own = self.decoding.options.prompt

@@ -41,8 +41,9 @@ class Boundary:
 
 
 class TurnDetector:
-    def __init__(self, vad: ServerVad, max_turn_s: float = 15.0) -> None:
+    def __init__(self, vad: ServerVad, max_turn_s: float = 15.0, origin: int = 0) -> None:
         self.vad = vad
+        self.origin = origin  # the session sample of frame 0
         self.max_turn = int(max_turn_s * SAMPLE_RATE)
         self.in_turn = False
         self.turn_start = 0
@@ -58,7 +59,7 @@ class TurnDetector:
         if self.in_turn:
             return self.turn_start
         pad = self.vad.prefix_padding_ms * SAMPLE_RATE // 1000
-        first = self._first * FRAME if self._run else received - FRAME
+        first = self.origin + self._first * FRAME if self._run else received - FRAME
         return max(self._floor, min(first, received - FRAME) - pad, 0)
 
     def feed(self, probs, first_frame: int) -> list[Boundary]:
@@ -68,14 +69,15 @@ class TurnDetector:
         pad = self.vad.prefix_padding_ms * SAMPLE_RATE // 1000
         for k, p in enumerate(probs):
             i = first_frame + k
-            end = (i + 1) * FRAME
+            end = self.origin + (i + 1) * FRAME
             if not self.in_turn:
                 if p >= threshold:
                     if self._run == 0:
                         self._first = i
                     self._run += 1
                     if self._run >= MIN_SPEECH_FRAMES:
-                        self._open(max(self._floor, self._first * FRAME - pad), self._first * FRAME, end, out)
+                        speech = self.origin + self._first * FRAME
+                        self._open(max(self._floor, speech - pad), speech, end, out)
                 else:
                     self._run = 0
                 continue
@@ -91,7 +93,7 @@ class TurnDetector:
                     continue
             if end - self.turn_start >= self.max_turn:
                 quietest = min(self._tail, key=lambda item: item[1])[0]
-                cut = max((quietest + 1) * FRAME, self.turn_start + FRAME)
+                cut = max(self.origin + (quietest + 1) * FRAME, self.turn_start + FRAME)
                 after = [item for item in self._tail if item[0] > quietest]
                 self._close(cut, out, forced=True)
                 self._open(cut, cut, end, out, forced=True)

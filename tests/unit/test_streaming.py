@@ -116,7 +116,8 @@ async def feed(session: core.StreamSession, audio: np.ndarray, chunk_s: float = 
     step = int(chunk_s * SR)
     for i in range(0, audio.size, step):
         await session.append(audio[i:i + step])
-        await asyncio.sleep(0)
+        await session.heard()  # as live audio would: the VAD keeps up
+        await asyncio.sleep(0.001)
 
 
 def drain(session: core.StreamSession) -> list:
@@ -172,16 +173,16 @@ async def test_manual_commits_and_clear():
     session = make(decoder, turn=None)
     session.start()
     with pytest.raises(core.EmptyBuffer):
-        session.commit()
+        await session.commit()
     await feed(session, silence(0.05))
     with pytest.raises(core.EmptyBuffer, match="buffer only has 50ms"):
-        session.commit()
+        await session.commit()
     await feed(session, speech(1.0))
-    first = session.commit()
+    first = await session.commit()
     await feed(session, speech(2.0))
     session.clear()
     await feed(session, speech(0.5))
-    second = session.commit()
+    second = await session.commit()
     await session.finish()
     events = drain(session)
     assert not any(isinstance(e, (core.SpeechStarted, core.SpeechStopped)) for e in events)
@@ -207,6 +208,7 @@ async def test_a_full_backlog_holds_the_client_back_until_a_decode_catches_up():
     session = make(decoder, max_turn_s=2.0, max_backlog_s=4.0)
     session.start()
     await feed(session, speech(7.0))
+    await session.heard()
     assert session.backlog_s > 4.0
     room = asyncio.create_task(session.room())
     await asyncio.sleep(0.05)
@@ -222,9 +224,9 @@ async def test_a_failed_turn_is_reported_and_the_session_goes_on():
     session = make(decoder, turn=None)
     session.start()
     await feed(session, speech(1.0))
-    session.commit()
+    await session.commit()
     await feed(session, speech(1.0))
-    session.commit()
+    await session.commit()
     await session.finish()
     failed = [e for e in drain(session) if isinstance(e, core.Failed)]
     assert len(failed) == 2 and str(failed[0].error) == "boom"
@@ -236,7 +238,7 @@ async def test_close_cancels_the_decode_in_flight():
     session = make(decoder, turn=None)
     session.start()
     await feed(session, speech(1.0))
-    session.commit()
+    await session.commit()
     while not decoder.calls:
         await asyncio.sleep(0.01)
     await session.close()
