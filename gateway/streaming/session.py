@@ -182,6 +182,7 @@ class StreamSession:
         self._frames = 0  # VAD frames seen
         self._vad_factory = vad
         self._vad = None
+        self._vad_fresh = False
         self._detector: TurnDetector | None = None
         self._open: tuple[str, int] | None = None  # (item, first sample) of the turn being spoken
         self._last_item: str | None = None
@@ -213,6 +214,8 @@ class StreamSession:
         """Switch between server VAD and client commits; the audio not yet committed stays."""
         if turn is None:
             self._detector = None
+            self._unheard = []  # what the VAD had not heard yet is the client's to commit now
+            self._heard.set()
             return
         if self._detector is not None:
             self._detector.vad = turn
@@ -221,8 +224,7 @@ class StreamSession:
         self._detector = TurnDetector(turn, self.config.max_turn_s, origin=self.received)
         self._detector.reset(self.received)
         self._frames, self._heard_to, self._unheard = 0, self.received, []
-        if self._vad is not None and hasattr(self._vad, "reset"):
-            self._vad.reset()
+        self._vad_fresh = True  # the VAD starts afresh (reset on its own task, not under a call in flight)
         if self._open is not None:  # a manual buffer in progress: it goes on as the VAD's turn
             self._detector.in_turn, self._detector.turn_start = True, self._open[1]
 
@@ -276,8 +278,9 @@ class StreamSession:
             while self._unheard and self._detector is not None:
                 chunks, self._unheard = self._unheard, []
                 audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-                if self._vad is None:
+                if self._vad is None or self._vad_fresh:
                     self._vad = await anyio.to_thread.run_sync(self._vad_factory or _silero)
+                    self._vad_fresh = False
                 probs = await anyio.to_thread.run_sync(self._vad, audio, limiter=self._vad_limiter)
                 self._heard_to += audio.size
                 detector = self._detector

@@ -243,3 +243,22 @@ async def test_close_cancels_the_decode_in_flight():
         await asyncio.sleep(0.01)
     await session.close()
     assert session._worker.cancelled()
+
+
+async def test_switching_between_server_vad_and_manual_commits_mid_session():
+    decoder = FakeDecoder()
+    session = make(decoder)
+    session.start()
+    await feed(session, np.concatenate([silence(0.5), speech(1.0)]))  # a VAD turn is open
+    session.set_turn_detection(None)
+    await feed(session, speech(0.5))
+    first = await session.commit()  # the client commits the turn the VAD opened
+    session.set_turn_detection(ServerVad())
+    await feed(session, np.concatenate([silence(1.0), speech(1.0), silence(1.0)]))
+    await session.finish()
+    events = drain(session)
+    committed = [e for e in events if isinstance(e, core.Committed)]
+    assert len(committed) == 2 and committed[0].item_id == first
+    assert committed[0].end_s == pytest.approx(2.0, abs=0.01)  # up to the commit
+    assert committed[1].start_s == pytest.approx(3.0 - 0.3, abs=0.05)  # the VAD's turn, with its padding
+    assert len([e for e in events if isinstance(e, core.Completed)]) == 2
