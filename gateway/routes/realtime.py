@@ -109,7 +109,7 @@ class Connection:
                                             settings.stream_silence_ms))
         self.resampler = Resampler(self.config.rate)
         stream_config = core.StreamConfig.from_settings(settings)
-        self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots),
+        self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
                                           observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
         self.ingest = ingest.Ingest(ws, self.session, settings, paced=True)

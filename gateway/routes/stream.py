@@ -233,7 +233,7 @@ def _session(ws: WebSocket, settings: Settings, start: StartMessage, ticket: int
     decoding = core.Decoding(start.model, options, service.conversion_for(settings, start.chinese, start.language))
     admission = ws.app.state.stream_admission
     turn = ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms, settings.stream_silence_ms)
-    return core.StreamSession(triton_decoder(ws.app.state.triton, admission.partial_slots), decoding,
+    return core.StreamSession(triton_decoder(ws.app.state.triton, admission), decoding,
                               core.StreamConfig.from_settings(settings), turn,
                               observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
 

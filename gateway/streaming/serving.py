@@ -2,8 +2,8 @@
 
 Decodes go through ``gateway.service.infer`` with the app's ``TritonClient``, as uploads do, so the
 turns of concurrent sessions meet in Triton's dynamic batches. A partial decode is skipped (``None``)
-when requests already wait for a Triton slot or ``partial_slots`` partials are outstanding: finals are
-what must not slip.
+while any session's final is being decoded, requests wait for a Triton slot, or ``partial_slots``
+partials are outstanding: finals are what must not slip.
 
 Admission: a session is refused at the start when ``max_sessions`` are live, or when the turns of the
 last ``LAG_WINDOW_S`` of the live sessions completed later than ``max_lag_s`` after they ended on average (the server is not
@@ -25,15 +25,19 @@ from gateway.streaming.session import Decoder
 LAG_WINDOW_S = 10.0
 
 
-def triton_decoder(triton, partial_slots: asyncio.Semaphore) -> Decoder:
+def triton_decoder(triton, admission: "Admission") -> Decoder:
     async def decode(samples: np.ndarray, options: Options, model: str, conversion: str,
                      final: bool) -> Transcription | None:
-        if not final:
-            if partial_slots.locked() or getattr(triton, "waiting", 0) > 0:
-                return None
-            async with partial_slots:
+        if final:
+            admission.finals_in_flight += 1
+            try:
                 return await service.infer(triton, model, samples, options, conversion)
-        return await service.infer(triton, model, samples, options, conversion)
+            finally:
+                admission.finals_in_flight -= 1
+        if admission.busy or getattr(triton, "waiting", 0) > 0:
+            return None
+        async with admission.partial_slots:
+            return await service.infer(triton, model, samples, options, conversion)
 
     return decode
 
@@ -42,6 +46,7 @@ class Admission:
     def __init__(self, max_sessions: int, max_lag_s: float, partial_slots: int = 2) -> None:
         self.max_sessions, self.max_lag_s = max_sessions, max_lag_s
         self.partial_slots = asyncio.Semaphore(partial_slots)
+        self.finals_in_flight = 0  # turns being decoded, all sessions
         # Silero calls of all sessions one at a time: 18 ms of CPU per audio second alone, 23-27 ms when
         # four run at once (ggml threads contend); 16 live sessions keep one thread about a third busy
         self.vad_limiter = anyio.CapacityLimiter(1)
@@ -51,6 +56,11 @@ class Admission:
     @classmethod
     def from_settings(cls, settings) -> "Admission":
         return cls(settings.max_streams, settings.stream_admit_lag_s, settings.stream_partial_concurrency)
+
+    @property
+    def busy(self) -> bool:
+        """No partial now: a turn's final is being decoded, or the partial slots are taken."""
+        return self.finals_in_flight > 0 or self.partial_slots.locked()
 
     @property
     def active(self) -> int:

@@ -262,3 +262,28 @@ async def test_switching_between_server_vad_and_manual_commits_mid_session():
     assert committed[0].end_s == pytest.approx(2.0, abs=0.01)  # up to the commit
     assert committed[1].start_s == pytest.approx(3.0 - 0.3, abs=0.05)  # the VAD's turn, with its padding
     assert len([e for e in events if isinstance(e, core.Completed)]) == 2
+
+
+async def test_partials_are_skipped_while_any_sessions_final_is_decoded():
+    from gateway.streaming.serving import Admission, triton_decoder
+
+    class SlowTriton:
+        waiting = 0
+
+        def __init__(self) -> None:
+            self.gate = asyncio.Event()
+
+        async def transcribe(self, model, audio, options):
+            await self.gate.wait()
+            return Transcription("x", "en", audio.size / SR)
+
+    triton, admission = SlowTriton(), Admission(4, 2.0, partial_slots=1)
+    decode = triton_decoder(triton, admission)
+    samples = speech(1.0)
+    final = asyncio.create_task(decode(samples, Options(), "whisper", "none", True))
+    await asyncio.sleep(0)
+    assert admission.finals_in_flight == 1
+    assert await decode(samples, Options(), "whisper", "none", False) is None  # a final is in flight
+    triton.gate.set()
+    assert (await final).text == "x" and admission.finals_in_flight == 0
+    assert (await decode(samples, Options(), "whisper", "none", False)).text == "x"
