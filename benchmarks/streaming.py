@@ -8,7 +8,8 @@
    first ``delta`` after the speech started, and the WER of the joined ``completed`` transcripts against
    the reference and against the same audio uploaded whole (``/v1/audio/transcriptions``, in the same
    run); sessions refused at the start; CPU seconds of tritonserver (with its model stubs) and of the
-   gateway per second of wall time.
+   gateway per second of wall time. Sessions start ``--stagger`` seconds apart, as users arrive: admission
+   control refuses those the server cannot hold in real time.
 2. Optionally (``--sse``) the ``stream=true`` upload against the same upload without ``stream``.
 
 Writes ``benchmarks/results/<date>-<machine>-realtime/``: report.md, summary.json, latency_vs_sessions.png.
@@ -56,8 +57,9 @@ def to_wire(audio: np.ndarray) -> np.ndarray:
     return (np.clip(np.interp(np.arange(n) * RATE / WIRE_RATE, np.arange(audio.size), audio), -1, 1) * 32767).astype("<i2")
 
 
-async def session(url: str, audio: np.ndarray, model: str) -> dict:
-    """One realtime session at real-time pace; its turns' timings and transcripts."""
+async def session(url: str, audio: np.ndarray, model: str, delay_s: float = 0.0) -> dict:
+    """One realtime session at real-time pace, opened after ``delay_s``; its turns' timings and transcripts."""
+    await asyncio.sleep(delay_s)
     pcm, step = to_wire(audio), WIRE_RATE // 10
     turns: dict[str, dict] = {}
     order: list[str] = []
@@ -151,7 +153,7 @@ def offline(url: str, audios: list[np.ndarray], model: str) -> list[str]:
 
 
 def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: float, levels: list[int],
-                      model: str) -> list[dict]:
+                      model: str, stagger_s: float) -> list[dict]:
     rows = []
     ws_url = url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
     for n in levels:
@@ -165,7 +167,7 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
         gateway_cpu0 = cpu_seconds(gateway.pid)
 
         async def run_all():
-            return await asyncio.gather(*(session(ws_url, a, model) for a, _ in inputs))
+            return await asyncio.gather(*(session(ws_url, a, model, k * stagger_s) for k, (a, _) in enumerate(inputs)))
 
         results = asyncio.run(run_all())
         wall = time.monotonic() - wall0
@@ -251,7 +253,7 @@ def report(out: Path, summary: dict) -> None:
              f"Machine: {summary['machine'].get('cpu_model')} × {summary['machine'].get('cpu_count')} CPUs, "
              f"GPU: {summary['machine'].get('gpu')}. Model `{summary['model']}` as deployed in model_repository/.", "",
              f"## `/v1/realtime`, server VAD, real time, about {summary['session_audio_s']} s of English per session "
-             f"({summary['gap_s']} s pauses between utterances)", "",
+             f"({summary['gap_s']} s pauses between utterances; the sessions start {summary.get('stagger_s', 0)} s apart)", "",
              "Turn completion: from the end of a turn's speech to its `completed` event (includes the 0.5 s of "
              "silence server VAD waits for). First delta: from the start of the speech to the turn's first "
              "`delta`. WER: the joined `completed` transcripts; upload: the same audio uploaded whole. CPU: "
@@ -286,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default="1,4,8,16", help="concurrent realtime sessions, comma-separated")
     parser.add_argument("--seconds", type=float, default=40.0, help="speech per session")
     parser.add_argument("--gap", type=float, default=1.0, help="silence between utterances, seconds")
+    parser.add_argument("--stagger", type=float, default=1.0,
+                        help="seconds between two sessions' starts (users arrive one by one; admission control sees "
+                             "the load the earlier ones make)")
     parser.add_argument("--model", default="whisper-1", help="whisper-1 = the deployed base model")
     parser.add_argument("--sse", action="store_true", help="also measure the stream=true upload")
     parser.add_argument("--env", action="append", default=[], metavar="GATEWAY_X=V", help="gateway setting for this run")
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(item.split("=", 1) for item in args.env)
         with running_stack(repo, out / "logs", log, **env) as (triton, gateway, url):
             live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap,
-                                     [int(n) for n in args.sessions.split(",")], args.model)
+                                     [int(n) for n in args.sessions.split(",")], args.model, args.stagger)
             if args.sse:
                 upload, upload_ref = joined(english * 8, args.upload_seconds)
                 sse = sse_upload(url, upload, upload_ref, args.repeats)
@@ -326,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "session_audio_s": args.seconds,
         "gap_s": args.gap,
+        "stagger_s": args.stagger,
         "live": live,
         "sse": sse,
         "env": env,

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # turn is decoded once when it ends; partial decodes of the turn being spoken run while Triton is not busy.
     max_streams: int = Field(16, ge=1)  # live sessions per gateway; more are refused at the start
     # New sessions are refused while turns complete later than this after they end (recent average)
-    stream_admit_lag_s: float = Field(2.0, gt=0)
+    stream_admit_lag_s: float = Field(1.0, gt=0)
     stream_step_s: float = Field(1.0, ge=0.1)  # new audio of the open turn between two partial decodes
     stream_beam_size: int = Field(1, ge=0, le=16)  # partial decodes' beam; 0 = the model's default
     stream_final_beam_size: int = Field(1, ge=0, le=16)  # a turn's decode; 0 = the model's default
