@@ -188,6 +188,7 @@ class StreamSession:
         self._last_item: str | None = None
         self._pending: deque[_Turn] = deque()
         self._partial_at = 0
+        self._partial_wall = 0.0  # when the last partial was decoded
         self._hypothesis: list[str] = []
         self._emitted = 0
         self._history = ""
@@ -410,8 +411,11 @@ class StreamSession:
         if self._open is None:
             return False
         length = self.received - self._open[1]
+        # every partial_s of new audio, and no more often in wall time: a client far ahead of real time
+        # costs no more partials than a live one
         return (length >= self.config.min_partial_s * SAMPLE_RATE
-                and self.received - self._partial_at >= self.config.partial_s * SAMPLE_RATE)
+                and self.received - self._partial_at >= self.config.partial_s * SAMPLE_RATE
+                and time.monotonic() - self._partial_wall >= self.config.partial_s)
 
     def _reset_partial(self) -> None:
         self._hypothesis, self._emitted, self._partial_at = [], 0, self.received
@@ -477,7 +481,7 @@ class StreamSession:
         if result is None:
             return False
         self.decodes += 1
-        self._partial_at = end
+        self._partial_at, self._partial_wall = end, time.monotonic()
         if self._open is None or self._open[0] != item:
             return True  # committed meanwhile: its final decode follows
         current = tokens(result.text)
