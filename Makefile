@@ -53,6 +53,13 @@ bench-stream: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.streaming $(STREAM_BENCH_ARGS)
 
+# A normal 11 s upload's latency, idle and under the hostile load of issue 11 (slow uploads, fast streams,
+# a control-token prompt), in one run; HOSTILE_ARGS (--requests, --ramp, --slow, --streams, --speed).
+.PHONY: bench-hostile
+bench-hostile: venv weights
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.hostile $(HOSTILE_ARGS)
+
 # Durable jobs on PostgreSQL: jobs/minute with 1 and 3 gateway replicas, takeover after a kill, webhooks.
 .PHONY: bench-jobs
 bench-jobs: system-deps venv weights

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
+import datetime as dt
 import os
 import platform
 import re
@@ -232,3 +234,20 @@ def running_stack(repository: Path, logs: Path, log=print, models: tuple[str, ..
         if gateway is not None:
             gateway.stop(10)
         triton.stop(30)
+
+
+def stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--audio-dir``, ``--repository`` and ``--out``, as the benchmarks of the whole stack take them."""
+    parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--out", type=Path, default=None)
+
+
+def results_dir(args: argparse.Namespace, name: str) -> Path:
+    """Where a benchmark writes: ``--out``, or benchmarks/results/<date>-<machine>-<name>; exits when
+    ``--audio-dir`` has no manifest.tsv."""
+    from .run import machine_tag
+
+    if not (args.audio_dir / "manifest.tsv").is_file():
+        raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
+    return args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-{name}"

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_AUDIO, ROOT, Clip, load_clips, machine_description, matches_own_clip, running_stack, short_set
+from .common import (Clip, load_clips, machine_description, matches_own_clip, results_dir, running_stack, short_set,
+                     stack_arguments)
 
 STUB = "triton_python_backend_stub"
 
@@ -299,20 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad-every", type=int, default=10, help="every Nth request is a bad one (0: none)")
     parser.add_argument("--max-clip-s", type=float, default=8.0, help="longest clip sent")
     parser.add_argument("--flat-mb-per-min", type=float, default=1.0)
-    parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--out", type=Path, default=None)
+    stack_arguments(parser)
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per request")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="load before the measured run starts")
     args = parser.parse_args(argv)
 
-    from .run import benchmark_repository, machine_tag
+    from .run import benchmark_repository
 
-    if not (args.audio_dir / "manifest.tsv").is_file():
-        raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
+    out = results_dir(args, "soak")
     clips = [c for c in short_set(load_clips(args.audio_dir)) if c.duration <= args.max_clip_s]
     payloads = {c.file: c.path.read_bytes() for c in clips}
-    out = args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-soak"
     (out / "logs").mkdir(parents=True, exist_ok=True)
     machine = machine_description()
     log(f"{len(clips)} clips (<= {args.max_clip_s} s), {args.minutes} min at concurrency {args.concurrency}; out: {out}")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DEFAULT_AUDIO, ROOT, audio_of, error_rate, load_clips, machine_description, running_stack
+from .common import audio_of, error_rate, load_clips, machine_description, results_dir, running_stack, stack_arguments
 
 RATE = 16000
 WIRE_RATE = 24000
@@ -296,23 +296,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="GATEWAY_X=V", help="gateway setting for this run")
     parser.add_argument("--upload-seconds", type=float, default=210.0, help="speech in the stream=true upload")
     parser.add_argument("--repeats", type=int, default=2, help="stream=true / one-request pairs")
-    parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--out", type=Path, default=None)
+    stack_arguments(parser)
     args = parser.parse_args(argv)
 
-    from .run import benchmark_repository, machine_tag
+    from .run import benchmark_repository
 
-    if not (args.audio_dir / "manifest.tsv").is_file():
-        raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
+    out = results_dir(args, "realtime")
     english = [c for c in load_clips(args.audio_dir) if c.language == "en" and c.kind == "short" and c.duration >= 3]
-    out = args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-realtime"
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
     sse, env = None, {}
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
-        env = dict(item.split("=", 1) for item in args.env)
+        # one process plays every user: its per-client session limit is raised to the most sessions measured
+        env = {"GATEWAY_MAX_STREAMS_PER_CLIENT": str(max(int(n) for n in args.sessions.split(","))),
+               **dict(item.split("=", 1) for item in args.env)}
         with running_stack(repo, out / "logs", log, **env) as (triton, gateway, url):
             live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap,
                                      [int(n) for n in args.sessions.split(",")], args.model, args.stagger)

@@ -41,9 +41,34 @@ class Settings(BaseSettings):
     # Inference calls one gateway has outstanding to Triton; the other held requests wait in the gateway.
     # Keep it at most the model's max_queue_size (64) divided by the gateways sharing one Triton.
     max_triton_concurrency: int = Field(16, ge=1)
-    triton_timeout_s: float = Field(600.0, gt=0)  # per inference call; past it: 503
+    # Every inference call has a deadline of triton_deadline_s plus triton_deadline_per_audio_s per second of
+    # its audio, at most triton_timeout_s; past it the call is cancelled in Triton and the request gets 503.
+    triton_deadline_s: float = Field(60.0, gt=0)
+    triton_deadline_per_audio_s: float = Field(1.0, ge=0)
+    triton_timeout_s: float = Field(600.0, gt=0)
     health_timeout_s: float = Field(3.0, gt=0)
     retry_after_s: int = Field(2, ge=0)  # Retry-After on 429
+    # The watchdog (gateway/watchdog.py) asks Triton every watchdog_interval_s whether it is ready, with a
+    # deadline of watchdog_timeout_s. Two in a row unanswered (a frozen or dead server): /health is 503 at once
+    # and every inference call, waiting or in flight, fails with 503 until Triton answers again. A short silent
+    # test inference goes out when calls get no answer for watchdog_timeout_s, or none was made for
+    # watchdog_probe_idle_s (0: not then); unanswered while the model finishes nothing, /health is 503.
+    watchdog_interval_s: float = Field(1.0, gt=0)
+    watchdog_timeout_s: float = Field(1.5, gt=0)
+    watchdog_probe_idle_s: float = Field(30.0, ge=0)
+
+    # Uploads (every POST): the body must keep coming. A read that waits body_idle_s for data, or a body that
+    # arrives slower on average than min_upload_kib_s after its first body_grace_s, ends the request with 408
+    # and the connection is closed. In-flight slots are taken only once the body is in.
+    body_idle_s: float = Field(15.0, gt=0)
+    body_grace_s: float = Field(10.0, ge=0)
+    min_upload_kib_s: float = Field(16.0, ge=0)  # 0: no minimum rate (the idle limit still holds)
+    # Per client, by IP address (``ip``: the peer, or X-Forwarded-For from FORWARDED_ALLOW_IPS proxies) or by
+    # bearer token (``token``, the IP when a request has none): uploads at once, being received or in flight,
+    # and live streams at once. Past them: 429, and close code 1013 for a stream.
+    client_key: Literal["ip", "token"] = "ip"
+    max_requests_per_client: int = Field(64, ge=1)
+    max_streams_per_client: int = Field(4, ge=1)
 
     # Durable jobs (/v1/jobs): SQLite at jobs_dir/jobs.sqlite3 with each chunk's audio (FLAC) under
     # jobs_dir/audio/ until it is transcribed; mount a volume there for jobs to outlive the container. Or,
@@ -56,7 +81,7 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, ge=1)  # PostgreSQL: a dead replica's job is taken over after this
     job_submit_concurrency: int = Field(2, ge=1)  # uploads decoded at once (each holds its samples, 64 KB/s)
     job_storage_quota_mb: float = Field(20480.0, gt=0)  # compressed audio of all unfinished jobs; 429 past it
-    job_max_active_per_client: int = Field(20, ge=1)  # queued + running jobs of one client (IP); 429 past it
+    job_max_active_per_client: int = Field(20, ge=1)  # queued + running jobs of one client (client_key); 429 past it
     max_job_upload_mb: float = Field(1024.0, gt=0)  # POST /v1/jobs body, MiB (other routes: max_upload_mb)
     max_job_audio_seconds: float = Field(4 * 3600.0, gt=0)  # decoded audio of one job
 
@@ -100,10 +125,15 @@ class Settings(BaseSettings):
     stream_silence_ms: int = Field(500, ge=100, le=10000)
     stream_max_turn_s: float = Field(15.0, ge=2, le=30)  # a longer turn is cut at its quietest frame
     stream_max_buffer_s: float = Field(30.0, gt=0)  # audio waiting to be decoded past which the client is not read
-    stream_idle_s: float = Field(60.0, gt=0)  # a session that sends nothing this long is closed
-    # Audio may run this far ahead of real time: /v1/realtime reads faster appends at real time (paced)
+    # A /v1/stream whose audio falls this far behind real time (one that sends nothing, or a few bytes a minute),
+    # or a realtime session that sends nothing this long, is closed; time the gateway held it back does not count
+    stream_idle_s: float = Field(30.0, gt=0)
+    # Audio this far ahead of real time: /v1/realtime reads it at real time (paced), /v1/stream closes with 1008
     stream_max_ahead_s: float = Field(10.0, ge=0)
     stream_max_frame_kib: int = Field(1024, ge=1)  # largest client message (a realtime append: about 21 s of 24 kHz)
+    # Live-session decodes outstanding to Triton at once, all sessions (each also counts against
+    # max_triton_concurrency; finals first): live sessions cannot take all of Triton from uploads
+    stream_triton_concurrency: int = Field(4, ge=1)
 
     open_health: bool = True  # /health (and /stt/health) stay open when a token is set
     open_metrics: bool = True  # /metrics stays open when a token is set

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.aio import Interrupted, unless
 from gateway.config import Settings
-from gateway.errors import TooManyRequests, Unauthorized
+from gateway.errors import ClientGone, TooManyRequests, Unauthorized
+from gateway.limits import presented_token
 from gateway.triton import TritonClient
 
 
@@ -38,18 +40,9 @@ def check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | 
         raise Unauthorized("Incorrect API key provided", headers={"WWW-Authenticate": "Bearer"})
 
 
-INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
-
-
 def websocket_credentials(ws: WebSocket) -> HTTPAuthorizationCredentials | None:
-    """A WebSocket's token: ``Authorization: Bearer``, else (browsers cannot set headers) the
-    ``openai-insecure-api-key.<key>`` subprotocol OpenAI's browser clients offer, or ``?api_key=`` / ``?token=``."""
-    header = ws.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    for protocol in ws.scope.get("subprotocols") or ():
-        if not token and protocol.startswith(INSECURE_KEY_PROTOCOL):
-            token = protocol[len(INSECURE_KEY_PROTOCOL):]
-    token = token or ws.query_params.get("api_key", "") or ws.query_params.get("token", "")
+    """A WebSocket's token as credentials for ``check_token`` (``gateway.limits.presented_token``)."""
+    token = presented_token(ws.scope)
     return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None
 
 
@@ -97,3 +90,21 @@ async def in_flight_slot(request: Request, settings: SettingsDep) -> AsyncIterat
 
 Authenticated = Depends(require_token)
 InFlightSlot = Depends(in_flight_slot)
+
+
+T = TypeVar("T")
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or, if the client disconnects first, ``ClientGone`` (a 499 line in the log) with
+    ``work`` cancelled, and its Triton call with it: a request still queued in Triton is dropped there.
+    Call it once the body has been read: from then on the connection has nothing to say but goodbye."""
+    try:
+        return await unless(work, _disconnected(request))
+    except Interrupted:
+        raise ClientGone() from None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

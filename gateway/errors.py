@@ -12,8 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("gateway")
 
@@ -84,6 +85,13 @@ class ServiceUnavailable(APIError):
     code = "service_unavailable"
 
 
+class ClientGone(ClientDisconnect):
+    """The client went away while its request was served (its Triton call has been cancelled)."""
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never seen by the client
+
+
 _STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  429: "rate_limit_error"}
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
@@ -127,8 +135,18 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return _respond(request, exc.status_code, body_of(exc), exc.headers)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """One log line for a client that left mid-body or mid-request: its own doing, not a server error."""
+    client = request.client.host if request.client else "?"
+    log.info("%d %s %s from %s: the client went away before the response", CLIENT_CLOSED, request.method,
+             request.url.path, client)
+    return Response(status_code=CLIENT_CLOSED)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body" for a form cut short
+        return await _client_gone(request, exc.__cause__)
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if status == 404 and message == "Not Found":
@@ -161,6 +179,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

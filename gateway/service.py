@@ -16,6 +16,7 @@ from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.languages import normalize
 from gateway.results import Options, Transcription
 from gateway.triton import TritonClient
+from gateway.watchdog import Watchdog
 
 TASKS = ("transcribe", "translate")
 
@@ -131,8 +132,17 @@ async def transcription_models(triton: TritonClient, settings: Settings) -> list
     return [m for m in await triton.ready_models() if m != settings.diarization_model]
 
 
-async def health(triton: TritonClient, settings: Settings) -> tuple[bool, dict[str, object]]:
-    """Gateway and Triton readiness: ready when Triton is ready and the default model is loaded."""
+async def health(triton: TritonClient, settings: Settings, watchdog: Watchdog | None = None) -> tuple[bool, dict[str, object]]:
+    """Gateway and Triton readiness: ready when Triton is ready and the default model is loaded. With a
+    watchdog running, its last verdict is the answer, at once (no call to Triton on the request path)."""
+    if watchdog is not None and watchdog.checked:
+        problem = watchdog.problem
+        ok = problem is None and settings.default_model in watchdog.models
+        triton_state: dict[str, object] = {"url": settings.triton_url, "ready": watchdog.ready}
+        if problem is not None:
+            triton_state["problem"] = problem
+        return ok, {"status": "ok" if ok else "unavailable", "gateway": "ok", "triton": triton_state,
+                    "default_model": settings.default_model, "models": watchdog.models}
     server_ready = await triton.server_ready()
     models: list[str] = []
     if server_ready:

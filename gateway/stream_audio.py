@@ -73,13 +73,18 @@ class _GrowingFile(io.RawIOBase):
 class WebmDecoder:
     """Feed MediaRecorder chunks (webm/ogg with opus); decoded 16 kHz samples come out of ``drain()``.
 
-    ``on_output`` (called from the decoder thread) is told when new samples or an error are ready.
+    ``on_output`` (called from the decoder thread) is told when new samples or an error are ready. At most
+    about ``max_pending`` decoded samples wait to be drained: past them the decoder thread waits, so a few
+    kilobytes of opus that decode to an hour are never all in memory (until ``close()``).
     """
 
-    def __init__(self, on_output: Callable[[], None] | None = None, container_format: str | None = None) -> None:
+    def __init__(self, on_output: Callable[[], None] | None = None, container_format: str | None = None,
+                 max_pending: int | None = None) -> None:
         self._file = _GrowingFile()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._chunks: list[np.ndarray] = []
+        self._pending = 0
+        self._max_pending = max_pending
         self.error: str | None = None
         self.finished = threading.Event()
         self._on_output = on_output or (lambda: None)
@@ -94,20 +99,27 @@ class WebmDecoder:
 
     def drain(self) -> np.ndarray:
         with self._lock:
-            chunks, self._chunks = self._chunks, []
+            chunks, self._chunks, self._pending = self._chunks, [], 0
+            self._lock.notify_all()
         if self.error and not chunks:
             raise FrameError(self.error)
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
     def close(self, wait_s: float = 5.0) -> None:
         """End of input: the thread decodes what is left and stops (``drain()`` afterwards)."""
+        with self._lock:
+            self._max_pending = None  # whatever is left is decoded now
+            self._lock.notify_all()
         self._file.end()
         self._thread.join(wait_s)
 
     def _emit(self, samples: np.ndarray) -> None:
         if samples.size:
             with self._lock:
+                while self._max_pending is not None and self._pending >= self._max_pending:
+                    self._lock.wait()
                 self._chunks.append(samples.astype(np.float32, copy=False))
+                self._pending += samples.size
             self._on_output()
 
     def _run(self) -> None:

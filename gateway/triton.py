@@ -1,8 +1,13 @@
 """The only module that touches tritonclient: a small async wrapper over one shared gRPC channel,
 for the Whisper models (``transcribe``) and the speaker model (``speaker_windows``).
 
-Every request carries all eight inputs (defaults included), because Triton's dynamic batcher only
-batches requests that carry the same set of inputs. Errors leave as ``APIError`` subclasses.
+Every request carries the same inputs (defaults included), because Triton's dynamic batcher only batches
+requests that carry the same set of inputs -- except ``PROMPT``, sent only when there is one: a request with
+a prompt (a stream's step, an upload with ``prompt``) is never in the same execution as one without. The
+engine decodes a batch's prompt lengths as separate groups, one after the other, and every request of an
+execution waits for all of them: sharing one, a plain upload would wait for another request's prompted
+decode (make bench-hostile: 3.0x idle latency beside control-token uploads, against 1.5x apart). Errors
+leave as ``APIError`` subclasses.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -19,10 +25,15 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
+from gateway.aio import Interrupted, unless
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable, TooManyRequests
+from gateway.media import SAMPLE_RATE
 from gateway.results import Options, Segment, Transcription
 
+T = TypeVar("T")
 OUTPUTS = ("TEXT", "SEGMENTS", "LANGUAGE", "DURATION")
+OTHER_MODEL = "other"  # the metrics label of every model name that is not a ready model
+PROBE_SAMPLES = 8000  # the watchdog's test inference: 0.5 s of silence (no speech: no decoding)
 SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
 
 
@@ -42,7 +53,7 @@ def _bytes_input(name: str, value: str) -> InferInput:
 
 
 def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
-    """All eight inputs, each with a leading batch dimension of 1."""
+    """The inputs, each with a leading batch dimension of 1: all eight, or seven when there is no prompt."""
     samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
     tensor = InferInput("AUDIO", list(samples.shape), "FP32")
     tensor.set_data_from_numpy(samples)
@@ -56,7 +67,7 @@ def build_inputs(audio: np.ndarray, options: Options) -> list[InferInput]:
         tensor,
         _bytes_input("LANGUAGE", options.language),
         _bytes_input("TASK", options.task),
-        _bytes_input("PROMPT", options.prompt),
+        *([_bytes_input("PROMPT", options.prompt)] if options.prompt else []),
         words,
         beam,
         temperature,
@@ -112,6 +123,12 @@ def map_error(exc: InferenceServerException, model: str, retry_after_s: int = 2)
     return error
 
 
+def _unanswered(exc: InferenceServerException) -> bool:
+    """The call got no answer from the model: its deadline passed, Triton was unreachable, or it was cancelled."""
+    status = str(exc.status() or "")
+    return any(code in status for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"))
+
+
 class TritonClient:
     """One ``tritonclient.grpc.aio`` client (one channel) shared by all requests of the app.
 
@@ -120,28 +137,76 @@ class TritonClient:
     (``max_queue_size``) would otherwise turn a burst into 429s. Admission (how many requests the
     gateway holds at all) is the in-flight limit in ``gateway.deps``; keep ``max_concurrency`` below
     the model's ``max_queue_size`` divided by the number of gateways sharing one Triton.
+
+    Every call has a deadline that grows with its audio (``deadline``). A call whose caller is cancelled
+    (its client went away) is cancelled in Triton too: a request still in Triton's queue is dropped there.
+    While the watchdog (``gateway.watchdog``) says Triton is not answering (``mark_down``), every call,
+    waiting or in flight, fails at once with 503.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 600.0, health_timeout_s: float = 3.0,
-                 retry_after_s: int = 2, max_concurrency: int = 16) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 600.0, deadline_s: float = 60.0,
+                 deadline_per_audio_s: float = 1.0, health_timeout_s: float = 3.0, retry_after_s: int = 2,
+                 max_concurrency: int = 16) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.url = url
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
+        self.deadline_per_audio_s = deadline_per_audio_s
         self.health_timeout_s = health_timeout_s
         self.retry_after_s = retry_after_s
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         self.active = 0  # inference calls outstanding to Triton now
         self.waiting = 0  # requests waiting for a slot
+        self.known_models: frozenset[str] = frozenset()  # the ready models seen last: the metrics labels
+        self.last_answer = time.monotonic()  # when an inference call last got Triton's answer (result or error)
+        self._down = asyncio.Event()  # set while the watchdog says Triton is not answering
+        self.down_reason = ""
         self._client = InferenceServerClient(url)
 
     async def close(self) -> None:
         await self._client.close()
 
+    def deadline(self, audio_seconds: float) -> float:
+        """Seconds one inference call on this much audio may take, queueing in Triton included."""
+        return min(self.timeout_s, self.deadline_s + self.deadline_per_audio_s * audio_seconds)
+
+    # -- the watchdog's verdict ------------------------------------------------------------------
+    @property
+    def down(self) -> bool:
+        return self._down.is_set()
+
+    def mark_down(self, reason: str) -> None:
+        self.down_reason = reason
+        self._down.set()
+
+    def mark_up(self) -> None:
+        self.down_reason = ""
+        self._down.clear()
+
+    def _refuse_if_down(self) -> None:
+        if self.down:
+            metrics.TRITON_ERRORS.labels("unavailable").inc()
+            raise ServiceUnavailable(f"The inference server is not answering ({self.down_reason}); retry shortly",
+                                     headers={"Retry-After": str(self.retry_after_s)})
+
+    async def _unless_down(self, call: Awaitable[T]) -> T:
+        """``call``'s result, or 503 as soon as Triton is marked down (``call`` cancelled)."""
+        try:
+            return await unless(call, self._down.wait())
+        except Interrupted:
+            self._refuse_if_down()
+            raise
+
+    def model_label(self, model: str) -> str:
+        """``model`` as a metrics label: a ready model's name, any other name ``other`` (bounded series)."""
+        return model if model in self.known_models else OTHER_MODEL
+
+    # -- calls -----------------------------------------------------------------------------------
     async def transcribe(self, model: str, audio: np.ndarray, options: Options) -> Transcription:
         # the inputs are serialised only once a slot is free: a waiting request holds one copy
-        result = await self._infer(model, lambda: build_inputs(audio, options), OUTPUTS)
+        result = await self._infer(model, lambda: build_inputs(audio, options), OUTPUTS, audio.size / SAMPLE_RATE)
         return parse_outputs({name: result.as_numpy(name) for name in OUTPUTS}, task=options.task, model=model)
 
     async def speaker_windows(self, model: str, audio: np.ndarray) -> SpeakerWindows:
@@ -152,36 +217,43 @@ class TritonClient:
             tensor.set_data_from_numpy(samples)
             return [tensor]
 
-        result = await self._infer(model, inputs, SPEAKER_OUTPUTS)
+        result = await self._infer(model, inputs, SPEAKER_OUTPUTS, audio.size / SAMPLE_RATE)
         return SpeakerWindows(embeddings=result.as_numpy("EMBEDDINGS")[0], spans=result.as_numpy("SPANS")[0],
                               regions=result.as_numpy("REGIONS")[0])
 
-    async def _infer(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...]) -> Any:
-        """One inference call, holding one of the ``max_concurrency`` slots while it is at Triton."""
+    async def _infer(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...],
+                     audio_seconds: float) -> Any:
+        """One inference call, holding one of the ``max_concurrency`` slots while it is at Triton; its
+        deadline grows with ``audio_seconds``; 503 at once while the watchdog says Triton is down."""
+        self._refuse_if_down()
         self.waiting += 1
         metrics.TRITON_WAITING.inc()
         try:
-            await self._slots.acquire()
-        finally:  # also when the request is cancelled while it waits
+            await self._unless_down(self._slots.acquire())
+        finally:  # also when the request is cancelled while it waits, or Triton goes down
             self.waiting -= 1
             metrics.TRITON_WAITING.dec()
         self.active += 1
         metrics.TRITON_ACTIVE.inc()
         start = time.perf_counter()
         try:
-            return await self._client.infer(
+            result = await self._unless_down(self._client.infer(
                 model,
                 inputs(),
                 outputs=[InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            )
+                client_timeout=self.deadline(audio_seconds),
+            ))
+            self.last_answer = time.monotonic()
+            return result
         except InferenceServerException as exc:
+            if not _unanswered(exc):
+                self.last_answer = time.monotonic()
             raise map_error(exc, model, self.retry_after_s) from None
         finally:
             self._slots.release()
             self.active -= 1
             metrics.TRITON_ACTIVE.dec()
-            metrics.TRITON_LATENCY.labels(model).observe(time.perf_counter() - start)
+            metrics.TRITON_LATENCY.labels(self.model_label(model)).observe(time.perf_counter() - start)
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""
@@ -191,10 +263,34 @@ class TritonClient:
         except InferenceServerException as exc:
             raise map_error(exc, "", self.retry_after_s) from None
         names = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+        self.known_models = frozenset(names)
         return sorted(names)
 
-    async def server_ready(self) -> bool:
+    async def server_ready(self, timeout_s: float | None = None) -> bool:
         try:
-            return bool(await self._client.is_server_ready(client_timeout=self.health_timeout_s))
+            return bool(await self._client.is_server_ready(client_timeout=timeout_s or self.health_timeout_s))
         except InferenceServerException:
             return False
+
+    async def probe(self, model: str, timeout_s: float) -> None:
+        """The watchdog's test inference: half a second of silence, straight to Triton (no slot, no queue
+        here). Returns once the model answered, success or error; raises ``ServiceUnavailable`` when it
+        did not answer within ``timeout_s`` or Triton is unreachable."""
+        silence = np.zeros(PROBE_SAMPLES, dtype=np.float32)
+        try:
+            await self._client.infer(model, build_inputs(silence, Options()),
+                                     outputs=[InferRequestedOutput(name) for name in OUTPUTS],
+                                     client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            if _unanswered(exc):
+                raise ServiceUnavailable(f"test inference: {exc.status() or exc.message()}") from None
+        self.last_answer = time.monotonic()
+
+    async def executions(self, model: str) -> int:
+        """How many executions the model has finished since Triton started (its statistics)."""
+        try:
+            stats = await self._client.get_inference_statistics(model, as_json=True,
+                                                                client_timeout=self.health_timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc, model, self.retry_after_s) from None
+        return sum(int(m.get("execution_count", 0)) for m in stats.get("model_stats", []))

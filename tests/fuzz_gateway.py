@@ -131,7 +131,8 @@ def corpus(samples: np.ndarray, directory: Path) -> dict[str, bytes]:
 
 
 def gateway_pid(url: str) -> int:
-    """The pid of the uvicorn process serving ``url`` (http://127.0.0.1:PORT), from its command line."""
+    """The pid of the gateway process (``python -m gateway`` or ``uvicorn``) serving ``url``
+    (http://127.0.0.1:PORT), from its command line."""
     port = url.rsplit(":", 1)[1].rstrip("/")
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -140,9 +141,10 @@ def gateway_pid(url: str) -> int:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"uvicorn" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1:][:1] == [port.encode()]:
+        server = b"uvicorn" in argv or argv[1:3] == [b"-m", b"gateway"]
+        if server and b"--port" in argv and argv[argv.index(b"--port") + 1:][:1] == [port.encode()]:
             return int(proc.name)
-    raise LookupError(f"no uvicorn process serving {url}")
+    raise LookupError(f"no gateway process serving {url}")
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""A live gateway process (``uvicorn gateway.main:create_app --factory``) on a free port, for tests."""
+"""A live gateway process (``python -m gateway``: uvicorn with the gateway's server limits) on a free port."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from tests.helpers import ROOT, free_port
 
 @contextmanager
 def run_gateway(triton_url: str, log_dir: Path, **env: str) -> Iterator[str]:
-    """``uvicorn gateway.main:create_app --factory`` on a free port; yields its base URL."""
+    """``python -m gateway`` on a free port; yields its base URL."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "ACCESS_TOKEN")}
-    environ.update({"GATEWAY_TRITON_URL": triton_url, "GATEWAY_JOBS_DIR": str(log_dir / f"jobs-{port}"), **env})
+    # No test inference from an idle gateway: tests that count Triton's requests share the session's Triton
+    # with gateways that sit idle meanwhile (the watchdog still checks readiness, and probes under traffic).
+    environ.update({"GATEWAY_TRITON_URL": triton_url, "GATEWAY_JOBS_DIR": str(log_dir / f"jobs-{port}"),
+                    "GATEWAY_WATCHDOG_PROBE_IDLE_S": "0", **env})
     log_path = log_dir / f"gateway-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"

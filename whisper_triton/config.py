@@ -43,6 +43,7 @@ class EngineConfig:
     context_step_s: float = 4.0  # contexts are rounded up to multiples of this; only equal contexts share a batch
     max_tokens_per_s: float = 12.0  # decoding budget per second of audio on the first pass; 0 = model's 448
     trim_min_logprob: float = -0.8  # a decode at a shorter context is kept only at this avg log-prob or above
+    trim_languages: str = ""  # languages decoded at a trimmed context first ("*" all, "" none); others at 30 s
     vad_filter: bool = False  # True: decode only what the VAD calls speech (per request: VAD_FILTER)
     vad_threshold: float = 0.5
     compression_ratio_threshold: float = 2.4
@@ -70,6 +71,13 @@ class EngineConfig:
         config = cls(**values)
         config.validate()
         return config
+
+    def trims(self, language: str | None) -> bool:
+        """Whether a window in ``language`` may be decoded at a trimmed context first. A language still to
+        be detected (None) is, when any language is listed: the first pass detects it, and a window in a
+        language not listed is then decoded again at 30 s; with none listed, it is detected at 30 s."""
+        listed = {code.strip() for code in self.trim_languages.split(",") if code.strip()}
+        return bool(listed) if language is None else ("*" in listed or language in listed)
 
     def validate(self) -> None:
         for name, check, why in _CHECKS:

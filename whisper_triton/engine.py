@@ -249,7 +249,8 @@ class WhisperEngine:
         return job.speech
 
     def _confident(self, job: _Job) -> bool:
-        return job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
+        return (job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
+                and self.config.trims(job.language))
 
     def _continuation(self, job: _Job) -> list[_Job]:
         """faster-whisper's seek: a window that stopped mid-segment loses the unfinished segment and is
@@ -312,7 +313,7 @@ class WhisperEngine:
         # <|startoftranscript|> at the same position in every row), and one encoder context: each window's
         # own, so its text does not depend on the windows it shares a batch with
         keys = [(j.beam_size, t, len(build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens)),
-                 self._context(j.samples, full_context)) for j, t in zip(jobs, temps)]
+                 self._context(j.samples, full_context or not self.config.trims(j.language))) for j, t in zip(jobs, temps)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
             batch = [jobs[i] for i in batch_ids]
             beam_size, temp, _, n_frames = keys[batch_ids[0]]

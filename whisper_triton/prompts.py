@@ -9,6 +9,12 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from .types import TASKS, InvalidRequest
 
 MAX_TEXT_TOKENS = 448
+# Whisper's previous-text slot: half the text context less <|startofprev|>. Only a prompt's last this many
+# tokens reach the decoder (OpenAI's API documents the same: "only the final 224 tokens").
+MAX_PROMPT_TOKENS = MAX_TEXT_TOKENS // 2 - 1
+# Only the end of a prompt is tokenized: 223 tokens never span more characters than this (a token is at most
+# a few dozen bytes), and tokenizing a megabyte of text would cost the model instance most of a second.
+PROMPT_TAIL_CHARS = 16 * 1024
 
 
 def normalize_language(code: str | None, multilingual: bool, vocabulary_has) -> str | None:
@@ -37,7 +43,7 @@ def build_prompt(tokenizer: Tokenizer, previous: Sequence[int] = (), without_tim
     prompt: list[int] = []
     if previous:
         prompt.append(tokenizer.sot_prev)
-        prompt.extend(list(previous)[-(MAX_TEXT_TOKENS // 2 - 1):])
+        prompt.extend(list(previous)[-MAX_PROMPT_TOKENS:])
     prompt.extend(tokenizer.sot_sequence)
     if without_timestamps:
         prompt.append(tokenizer.no_timestamps)
@@ -45,5 +51,20 @@ def build_prompt(tokenizer: Tokenizer, previous: Sequence[int] = (), without_tim
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
-    text = text.strip()
-    return tokenizer.encode(" " + text) if text else []
+    """A user's prompt as plain text: its last ``MAX_PROMPT_TOKENS`` tokens.
+
+    Whisper's special tokens written in the text (``<|endoftext|>``, ``<|fr|>``, ``<|translate|>``...) are
+    encoded as the characters they are, never as control tokens: a prompt cannot end the previous-text
+    slot, start a transcript or switch the language or task.
+    """
+    text = text[-PROMPT_TAIL_CHARS:].strip()
+    if not text:
+        return []
+    hf = tokenizer.tokenizer  # the tokenizers.Tokenizer; its flag is shared, so it is restored at once
+    previous = hf.encode_special_tokens
+    hf.encode_special_tokens = True
+    try:
+        tokens = tokenizer.encode(" " + text)
+    finally:
+        hf.encode_special_tokens = previous
+    return tokens[-MAX_PROMPT_TOKENS:]

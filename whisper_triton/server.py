@@ -10,11 +10,20 @@ LD_LIBRARY_PATH so the copied stub finds its libraries.
 
 Every setting is an environment variable (see ``ServeSettings``). Ctrl-C (SIGINT) or SIGTERM stops
 everything: each child runs in its own process group, which is signalled as a whole.
+
+Triton's ports (HTTP, gRPC, metrics) are bound to ``TRITON_BIND_ADDRESS``, 127.0.0.1 by default: they have
+no authentication, so only the gateway (on the same machine) should reach them. The models are served from
+a repository of just the ``WHISPER_MODELS`` (links to their folders) with model control off, so nobody can
+load or unload a model through Triton's API; ``TRITON_MODEL_CONTROL=explicit`` turns it on.
+
+The supervisor restarts a tritonserver that exits, whose model-instance stub dies, or that stops answering
+(``/v2/health/live`` unanswered for ``TRITON_STUCK_S``: stopped, deadlocked, swapped out).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -34,6 +43,10 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 @dataclass
 class ServeSettings:
     """Environment variables read by ``make serve`` / ``make triton``."""
@@ -44,6 +57,12 @@ class ServeSettings:
     grpc_port: int = field(default_factory=lambda: _env_int("TRITON_GRPC_PORT", 8001))
     metrics_port: int = field(default_factory=lambda: _env_int("TRITON_METRICS_PORT", 8002))
     cache_mb: int = field(default_factory=lambda: _env_int("TRITON_CACHE_MB", 256))
+    # Triton's ports have no authentication: only this machine by default ("0.0.0.0" opens them to the network).
+    bind_address: str = field(default_factory=lambda: os.environ.get("TRITON_BIND_ADDRESS", "127.0.0.1"))
+    # "explicit": the models can be loaded and unloaded through Triton's API (POST /v2/repository/...).
+    model_control: bool = field(default_factory=lambda: os.environ.get("TRITON_MODEL_CONTROL", "none").lower() == "explicit")
+    # A running tritonserver that does not answer /v2/health/live for this long is killed and restarted.
+    stuck_after_s: float = field(default_factory=lambda: _env_float("TRITON_STUCK_S", 10.0))
     gateway_host: str = field(default_factory=lambda: os.environ.get("GATEWAY_HOST", "0.0.0.0"))
     gateway_port: int = field(default_factory=lambda: _env_int("GATEWAY_PORT", 8080))
     build_dir: Path = field(default_factory=lambda: Path(os.environ.get("WHISPER_TRITON_BUILD", ROOT / "build")))
@@ -105,6 +124,29 @@ def _scan_children(parent: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
     return sorted(found)
+
+
+def selected_repository(repository: Path, models: list[str], build_dir: Path) -> Path:
+    """A model repository holding only ``models``: links to their folders in ``repository``, under
+    ``build_dir`` (Triton with model control off loads every model of its repository)."""
+    names = sorted(set(models))
+    if sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()) == names:
+        return repository
+    key = hashlib.sha1("\0".join([str(repository), *names]).encode()).hexdigest()[:12]
+    target = build_dir / "repositories" / key
+    if target.is_dir():
+        return target
+    tmp = build_dir / "repositories" / f".{key}.{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (repository / name / "config.pbtxt").is_file():
+            raise SystemExit(f"no model {name!r} in {repository}")
+        (tmp / name).symlink_to(repository / name, target_is_directory=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _get(url: str, timeout: float = 2.0) -> int:
@@ -169,24 +211,34 @@ class Child:
 
 
 class TritonServer(Child):
+    """tritonserver on ``bind_address`` (127.0.0.1: this machine only). ``models`` are served from a
+    repository of just them with model control off, unless ``model_control`` (explicit mode, with the
+    repository API that loads and unloads models)."""
+
     def __init__(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int, models: list[str] | None = None,
-                 cache_mb: int = 256, build_dir: Path = ROOT / "build", log_path: Path | None = None, extra_args: list[str] | None = None):
+                 cache_mb: int = 256, build_dir: Path = ROOT / "build", log_path: Path | None = None, extra_args: list[str] | None = None,
+                 bind_address: str = "127.0.0.1", model_control: bool = False):
         self.repository = Path(repository).resolve()
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.bind_address = bind_address
         backends = prepare_backends(Path(build_dir))
         triton = pytriton_dir()
+        served = self.repository
+        if models and not model_control:
+            served = selected_repository(self.repository, models, Path(build_dir))
         argv = [
             str(triton / "bin" / "tritonserver"),
-            f"--model-repository={self.repository}",
+            f"--model-repository={served}",
             f"--backend-directory={backends}",
             f"--cache-directory={triton / 'caches'}",
             f"--cache-config=local,size={cache_mb * 1024 * 1024}",
             f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
+            f"--http-address={bind_address}", f"--grpc-address={bind_address}", f"--metrics-address={bind_address}",
             "--allow-metrics=true", "--exit-timeout-secs=15", "--log-verbose=0",
         ]
-        if models:
+        if model_control:
             argv.append("--model-control-mode=explicit")
-            argv += [f"--load-model={m}" for m in models]
+            argv += [f"--load-model={m}" for m in models or []]
         argv += extra_args or []
         super().__init__("tritonserver", argv, self.environment(), log_path)
 
@@ -200,19 +252,27 @@ class TritonServer(Child):
         return env
 
     @property
+    def _host(self) -> str:
+        return "127.0.0.1" if self.bind_address in ("0.0.0.0", "::", "") else self.bind_address
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self._host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self._host}:{self.metrics_port}/metrics"
 
     def ready(self) -> bool:
         return _get(f"{self.http_url}/v2/health/ready") == 200
+
+    def live(self, timeout: float = 2.0) -> bool:
+        """The server answers ``/v2/health/live`` within ``timeout`` (a stopped or deadlocked one does not)."""
+        return _get(f"{self.http_url}/v2/health/live", timeout) == 200
 
     def stub_pids(self) -> list[int]:
         """The Python-backend stub processes (one per model instance) that tritonserver started."""
@@ -248,8 +308,8 @@ class TritonServer(Child):
 def gateway_child(settings: ServeSettings, log_path: Path | None = None) -> Child:
     env = dict(os.environ)
     env.setdefault("GATEWAY_TRITON_URL", f"127.0.0.1:{settings.grpc_port}")
-    argv = [sys.executable, "-m", "uvicorn", "gateway.main:create_app", "--factory",
-            "--host", settings.gateway_host, "--port", str(settings.gateway_port), "--log-level", "warning"]
+    argv = [sys.executable, "-m", "gateway", "--host", settings.gateway_host, "--port", str(settings.gateway_port),
+            "--log-level", "warning"]
     return Child("gateway", argv, env, log_path)
 
 
@@ -266,7 +326,9 @@ class Supervisor:
 
     def _new_triton(self) -> TritonServer:
         s = self.settings
-        return TritonServer(s.repository, s.http_port, s.grpc_port, s.metrics_port, s.models, s.cache_mb, s.build_dir)
+        self.last_live = None  # when the new server last answered /v2/health/live (None: not yet)
+        return TritonServer(s.repository, s.http_port, s.grpc_port, s.metrics_port, s.models, s.cache_mb, s.build_dir,
+                            bind_address=s.bind_address, model_control=s.model_control)
 
     def _on_signal(self, signum, _frame) -> None:
         self.stopping = True
@@ -289,6 +351,7 @@ class Supervisor:
                 time.sleep(0.5)
             if self.stopping:
                 return 0
+            self.last_live = time.monotonic()  # ready answers: from now on, silence means stuck
             if self.gateway:
                 self.gateway.start()
                 while not self.stopping and _get(f"http://127.0.0.1:{s.gateway_port}/health") == 0:
@@ -297,9 +360,11 @@ class Supervisor:
                         return 1
                     time.sleep(0.3)
             print(f"\nready in {time.monotonic() - started:.1f} s", flush=True)
-            print(f"  Triton HTTP     http://localhost:{s.http_port}/v2/health/ready")
-            print(f"  Triton gRPC     localhost:{s.grpc_port}")
-            print(f"  Triton metrics  http://localhost:{s.metrics_port}/metrics")
+            where = "this machine only" if s.bind_address.startswith("127.") else "OPEN to the network, no authentication"
+            print(f"  Triton HTTP     http://{s.bind_address}:{s.http_port}/v2/health/ready  ({where}; model control "
+                  f"{'ON' if s.model_control else 'off'})")
+            print(f"  Triton gRPC     {s.bind_address}:{s.grpc_port}")
+            print(f"  Triton metrics  http://{s.bind_address}:{s.metrics_port}/metrics")
             if self.gateway:
                 print(f"  Gateway         http://localhost:{s.gateway_port}/  (API: /v1/audio/transcriptions, docs: /docs)")
             print("Press Ctrl-C to stop.", flush=True)
@@ -326,6 +391,14 @@ class Supervisor:
                 self.triton = self._new_triton()
                 self.expected_stubs = None
                 self.triton.start()
+            elif self._stuck():
+                print(f"tritonserver (pid {self.triton.pid}) has not answered /v2/health/live for "
+                      f"{time.monotonic() - self.last_live:.0f} s; killing it", file=sys.stderr, flush=True)
+                self.triton.signal_group(signal.SIGKILL)  # SIGTERM would wait on a stopped process; the loop restarts it
+                try:
+                    self.triton.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
             elif self.triton.ready():
                 backoff = 1.0
                 self._check_stubs()
@@ -334,6 +407,13 @@ class Supervisor:
                 self.gateway = gateway_child(self.settings)
                 self.gateway.start()
 
+
+    def _stuck(self) -> bool:
+        """Alive, answered /v2/health/live once, and not since ``stuck_after_s``."""
+        if self.triton.live():
+            self.last_live = time.monotonic()
+            return False
+        return self.last_live is not None and time.monotonic() - self.last_live > self.settings.stuck_after_s
 
     def _check_stubs(self) -> None:
         """A model instance whose stub process died fails every batch sent to it while Triton still reports

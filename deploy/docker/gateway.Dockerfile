@@ -24,4 +24,5 @@ COPY deploy/docker/gateway_healthcheck.py /usr/local/bin/gateway-healthcheck
 USER 10001:10001
 WORKDIR /home/gateway
 EXPOSE 8080
-CMD ["uvicorn", "gateway.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080"]
+# python -m gateway: uvicorn with the gateway's server-level limits (largest WebSocket message, log lines).
+CMD ["python", "-m", "gateway", "--host", "0.0.0.0", "--port", "8080"]

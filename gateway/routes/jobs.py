@@ -16,6 +16,7 @@ from gateway.deps import Authenticated, SettingsDep, TritonDep
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.jobs import Jobs, JobsUnavailable
 from gateway.jobs.api import JobDeleted, JobList, JobObject
+from gateway.limits import client_key
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Authenticated])
 
@@ -32,11 +33,6 @@ def get_jobs(request: Request) -> Jobs:
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 MAX_METADATA_BYTES = 4096
-
-
-def client_of(request: Request) -> str:
-    """Who a job belongs to for the per-client queue limit: the peer's address."""
-    return request.client.host if request.client else ""
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:
@@ -99,7 +95,7 @@ async def create_job(
         raise ServiceUnavailable(f"Diarization is unavailable: the speaker model '{settings.diarization_model}' "
                                  f"is not loaded in Triton")
     job = await jobs.submit(file.file, model=name, options=options, conversion=conversion, words=words,
-                            client=client_of(request), callback_url=callback_url or None,
+                            client=client_key(request.scope, settings.client_key), callback_url=callback_url or None,
                             callback_metadata=parse_metadata(callback_metadata), diarize=speakers)
     return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 
 from gateway import diarization, service
 from gateway.config import Settings
-from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep, require_token_for_health
+from gateway.deps import (Authenticated, InFlightSlot, SettingsDep, TritonDep, require_token_for_health,
+                          unless_client_leaves)
 from gateway.results import Transcription
 
 router = APIRouter(tags=["legacy"])
@@ -51,18 +52,28 @@ def _body(result: Transcription, started: float, timestamps: bool, diarize: bool
     return body
 
 
-async def _transcribe(source: Any, settings: Settings, triton: Any, *, model: str | None, language: str | None,
-                      chinese_script: str | None, beam_size: int = 0, diarize: bool = False,
+async def _transcribe(request: Request, source: Any, settings: Settings, triton: Any, *, model: str | None,
+                      language: str | None, chinese_script: str | None, beam_size: int = 0, diarize: bool = False,
                       vad_filter: bool | None = None) -> Transcription:
     conversion = service.conversion_for(settings, chinese_script, language)
     options = service.options_for(language=language, beam_size=beam_size, vad_filter=vad_filter)
     speakers = diarization.DiarizeOptions(max_speakers=settings.max_speakers) if diarize else None
-    return await service.transcribe(source, settings=settings, triton=triton, model=_model(settings, model),
-                                    options=options, conversion=conversion, diarize=speakers)
+    return await unless_client_leaves(request, service.transcribe(
+        source, settings=settings, triton=triton, model=_model(settings, model), options=options,
+        conversion=conversion, diarize=speakers))
+
+
+async def raw_body(request: Request) -> io.BytesIO:
+    """The whole body of a raw upload, read before the in-flight slot is taken: a slow upload holds none."""
+    buffer = io.BytesIO()  # one copy of the body; the app's body limits stop it early
+    async for chunk in request.stream():
+        buffer.write(chunk)
+    return buffer
 
 
 @router.post("/transcribe/file", dependencies=[Authenticated, InFlightSlot])
 async def transcribe_file(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: Annotated[UploadFile, File()],
@@ -74,17 +85,17 @@ async def transcribe_file(
     vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    result = await _transcribe(file.file, settings, triton, model=model, language=language,
-                               chinese_script=chinese_script, diarize=diarize,
-                               vad_filter=vad_filter)
+    result = await _transcribe(request, file.file, settings, triton, model=model, language=language,
+                               chinese_script=chinese_script, diarize=diarize, vad_filter=vad_filter)
     return _body(result, started, timestamps, diarize)
 
 
-@router.post("/transcribe/binary", dependencies=[Authenticated, InFlightSlot])
+@router.post("/transcribe/binary", dependencies=[Authenticated, Depends(raw_body), InFlightSlot])
 async def transcribe_binary(
     request: Request,
     settings: SettingsDep,
     triton: TritonDep,
+    body: Annotated[io.BytesIO, Depends(raw_body)],
     model: Annotated[str | None, Query()] = None,
     ext: Annotated[str | None, Query(description="File extension hint; the content is probed anyway")] = None,
     timestamps: Annotated[bool, Query()] = False,
@@ -94,10 +105,7 @@ async def transcribe_binary(
     diarize: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    buffer = io.BytesIO()  # one copy of the body; the app's body limit stops it early
-    async for chunk in request.stream():
-        buffer.write(chunk)
-    result = await _transcribe(buffer, settings, triton, model=model, language=language,
+    result = await _transcribe(request, body, settings, triton, model=model, language=language,
                                chinese_script=chinese_script, diarize=diarize, vad_filter=vad_filter)
     return _body(result, started, timestamps, diarize)
 
@@ -111,6 +119,7 @@ async def legacy_models(settings: SettingsDep, triton: TritonDep) -> dict[str, A
 @router.post("/stt/transcribe/", dependencies=[Authenticated, InFlightSlot])
 @router.post("/stt/transcribe", dependencies=[Authenticated, InFlightSlot], include_in_schema=False)
 async def stt_transcribe(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: Annotated[UploadFile, File()],
@@ -121,13 +130,13 @@ async def stt_transcribe(
     vad_filter: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    result = await _transcribe(file.file, settings, triton, model=None, language=language,
+    result = await _transcribe(request, file.file, settings, triton, model=None, language=language,
                                chinese_script=chinese_script, beam_size=beam_size, diarize=diarize,
                                vad_filter=vad_filter)
     return _body(result, started, timestamps=True, diarize=diarize)
 
 
 @router.get("/stt/health", dependencies=[Depends(require_token_for_health)])
-async def stt_health(settings: SettingsDep, triton: TritonDep) -> JSONResponse:
-    ok, body = await service.health(triton, settings)
+async def stt_health(request: Request, settings: SettingsDep, triton: TritonDep) -> JSONResponse:
+    ok, body = await service.health(triton, settings, request.app.state.watchdog)
     return JSONResponse(body, status_code=200 if ok else 503)

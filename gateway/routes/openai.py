@@ -7,12 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
 from gateway import chunks, diarization, errors, formats, service
-from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep
+from gateway.deps import Authenticated, InFlightSlot, SettingsDep, TritonDep, unless_client_leaves
 from gateway.errors import APIError, InvalidRequest, ModelNotFound
 from gateway.results import Transcription
 
@@ -72,8 +72,8 @@ async def _chain(first: Transcription, rest: AsyncIterator[Transcription]) -> As
         yield part
 
 
-async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str, task: str,
-               language: str | None, prompt: str | None, response_format: str, temperature: float,
+async def _run(request: Request, settings: SettingsDep, triton: TritonDep, *, file: UploadFile, model: str,
+               task: str, language: str | None, prompt: str | None, response_format: str, temperature: float,
                granularities: list[str] | None, stream: bool, chinese_script: str | None,
                beam_size: int, vad_filter: bool | None = None,
                speakers: SpeakerFields | None = None) -> Response:
@@ -89,8 +89,9 @@ async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, mo
             raise InvalidRequest("stream=true cannot be combined with diarization", param="stream",
                                  code="invalid_value")
         diarize, references = speakers.checked(settings)
-        result = await service.transcribe(file.file, settings=settings, triton=triton, model=model, options=options,
-                                          conversion=conversion, diarize=diarize, references=references)
+        result = await unless_client_leaves(request, service.transcribe(
+            file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion,
+            diarize=diarize, references=references))
         return _render(result, response_format, words)
     if response_format == "diarized_json":
         raise InvalidRequest("diarized_json is only available for transcriptions", param="response_format",
@@ -98,10 +99,14 @@ async def _run(settings: SettingsDep, triton: TritonDep, *, file: UploadFile, mo
     if stream:
         pieces = service.transcribe_in_pieces(file.file, settings=settings, triton=triton, model=model,
                                               options=options, conversion=conversion)
-        first = await anext(pieces)  # decoding and the first piece: their errors are plain HTTP errors
-        return _sse(first, pieces)
-    result = await service.transcribe(file.file, settings=settings, triton=triton, model=model,
-                                      options=options, conversion=conversion)
+        try:  # decoding and the first piece: their errors are plain HTTP errors
+            first = await unless_client_leaves(request, anext(pieces))
+        except BaseException:
+            await pieces.aclose()  # the pieces already in Triton are cancelled
+            raise
+        return _sse(first, pieces)  # from here the response itself notices a client that leaves
+    result = await unless_client_leaves(request, service.transcribe(
+        file.file, settings=settings, triton=triton, model=model, options=options, conversion=conversion))
     return _render(result, response_format, words)
 
 
@@ -134,6 +139,7 @@ VadField = Annotated[bool | None, Form(description="true: decode only what the V
 
 @router.post("/audio/transcriptions", dependencies=[InFlightSlot])
 async def create_transcription(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: FileField,
@@ -155,7 +161,7 @@ async def create_transcription(
     max_speakers: Annotated[int | None, Form(ge=1, le=32)] = None,
 ) -> Response:
     speakers = SpeakerFields(diarize, known_speaker_names, known_speaker_references, min_speakers, max_speakers)
-    return await _run(settings, triton, file=file, model=model, task="transcribe", language=language,
+    return await _run(request, settings, triton, file=file, model=model, task="transcribe", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script=chinese_script,
                       beam_size=beam_size, vad_filter=vad_filter, speakers=speakers)
@@ -163,6 +169,7 @@ async def create_transcription(
 
 @router.post("/audio/translations", dependencies=[InFlightSlot])
 async def create_translation(
+    request: Request,
     settings: SettingsDep,
     triton: TritonDep,
     file: FileField,
@@ -176,7 +183,7 @@ async def create_translation(
     beam_size: BeamField = 0,
     vad_filter: VadField = None,
 ) -> Response:
-    return await _run(settings, triton, file=file, model=model, task="translate", language=language,
+    return await _run(request, settings, triton, file=file, model=model, task="translate", language=language,
                       prompt=prompt, response_format=response_format, temperature=temperature,
                       granularities=timestamp_granularities, stream=stream, chinese_script="none",
                       beam_size=beam_size, vad_filter=vad_filter)

@@ -28,6 +28,7 @@ from gateway import service
 from gateway.config import Settings
 from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
+from gateway.limits import client_key
 from gateway.stream_audio import FrameError, Resampler, pcm16_samples
 from gateway.streaming import events as ev
 from gateway.streaming import ingest
@@ -280,7 +281,7 @@ async def realtime(ws: WebSocket) -> None:
             f"intent {ascii(intent)[:40]} is not served here: only transcription sessions (?intent=transcription)")))
         return
     admission = admission_of(ws)
-    ticket, refusal = admission.try_enter()
+    ticket, refusal = admission.try_enter(client_key(ws.scope, settings.client_key))
     if ticket is None:
         await _refuse(ws, TRY_AGAIN_LATER, ev.ErrorDetail(type="rate_limit_error", code="too_many_sessions",
                                                           message=refusal))

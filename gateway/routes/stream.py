@@ -37,6 +37,7 @@ from gateway import service
 from gateway.config import Settings
 from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
+from gateway.limits import client_key
 from gateway.stream_audio import SAMPLE_RATE, FrameError, WebmDecoder, pcm_to_float
 from gateway.streaming import ingest
 from gateway.streaming import session as core
@@ -105,7 +106,8 @@ class Stream:
         self.language = start.language
         self.ingest = ingest.Ingest(ws, session, settings, paced=False)
         # MediaRecorder chunks: decoded on the decoder's thread, taken before each read and at the end
-        self.decoder = WebmDecoder(None, CONTAINER[start.format]) if start.format in CONTAINER else None
+        self.decoder = (WebmDecoder(None, CONTAINER[start.format], max_pending=int(settings.stream_max_buffer_s * SAMPLE_RATE))
+                        if start.format in CONTAINER else None)
 
     # -- audio in ---------------------------------------------------------------------------
     async def _pull_decoded(self) -> None:
@@ -248,7 +250,7 @@ async def stream(ws: WebSocket) -> None:
         await _close(ws, POLICY, "unauthorized", "Missing or incorrect API key (Authorization: Bearer, or ?api_key=)")
         return
     admission = ws.app.state.stream_admission
-    ticket, refusal = admission.try_enter()
+    ticket, refusal = admission.try_enter(client_key(ws.scope, settings.client_key))
     if ticket is None:
         await _close(ws, TRY_AGAIN_LATER, refusal, refusal)
         return

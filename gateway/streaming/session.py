@@ -367,7 +367,7 @@ class StreamSession:
             self._kept -= drop
 
     def _check_room(self) -> None:
-        if self.backlog_s > self.config.max_backlog_s and self._pending:
+        if self.backlog_s > self.config.max_backlog_s:  # turns waiting, the open one, audio the VAD has not heard
             self._room.clear()
         else:
             self._room.set()

@@ -94,7 +94,8 @@ def test_compose_shape(no_env):
     assert "deploy" not in cpu, "the CPU variant must not reserve a GPU"
 
     for svc in (triton, cpu):
-        assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
+        # compose's healthcheck is liveness (an unhealthy container is one to restart): a frozen server fails it
+        assert "/v2/health/live" in " ".join(svc["healthcheck"]["test"])
         assert svc["command"][0] == "tritonserver"
         assert "--model-repository=/models" in svc["command"]
         assert any(a.startswith("--cache-config=local,size=") for a in svc["command"])
@@ -106,7 +107,7 @@ def test_compose_shape(no_env):
     assert not any("config.pbtxt" in v for v in cpu["volumes"])
 
     assert gateway["build"]["dockerfile"] == "deploy/docker/gateway.Dockerfile"
-    assert "gateway-healthcheck" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["healthcheck"]["test"][-2:] == ["/usr/local/bin/gateway-healthcheck", "live"]
     assert "model-cache" in config["volumes"]
     # Durable jobs outlive the container: their directory is the named volume.
     jobs_dir = gateway["environment"]["GATEWAY_JOBS_DIR"]
@@ -139,7 +140,7 @@ def test_gateway_settings_are_all_forwarded(no_env):
     config = pytest.importorskip("gateway.config", reason="the gateway package is not importable")
     environment = _compose_config([COMPOSE], "cpu", no_env)["services"]["gateway"]["environment"]
     fields = config.Settings.model_fields
-    # host/port: the image's uvicorn command fixes them (0.0.0.0:8080); api_key: read as API_KEY.
+    # host/port: the image's command fixes them (python -m gateway --host 0.0.0.0 --port 8080); api_key: read as API_KEY.
     expected = {f"GATEWAY_{name.upper()}" for name in fields} - {"GATEWAY_HOST", "GATEWAY_PORT", "GATEWAY_API_KEY"}
     assert expected | {"API_KEY"} == set(environment)
     for name, field in fields.items():
@@ -178,7 +179,12 @@ def test_k8s_shape():
     docs = {(d["kind"], d["metadata"]["name"]): d for d in _k8s_docs()}
     triton = docs[("Deployment", "triton")]["spec"]["template"]["spec"]["containers"][0]
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert triton["livenessProbe"]["httpGet"]["path"].startswith("/v2/health/")
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # The gateway (every replica serves and runs jobs): readiness is /health (503 while Triton does not
+    # answer), liveness /health/live.
+    gateway = docs[("Deployment", "gateway")]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck"]
+    assert gateway["livenessProbe"]["exec"]["command"] == ["python", "/usr/local/bin/gateway-healthcheck", "live"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     ports = {p["port"] for p in docs[("Service", "triton")]["spec"]["ports"]}
     assert ports == {8000, 8001, 8002}

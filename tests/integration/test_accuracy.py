@@ -4,7 +4,7 @@ The real tritonserver with the real base weights, against faster-whisper run in 
 weights (beam 5, one thread, its defaults). ``make bench`` measures the whole check half; these tests
 keep the mechanisms honest on a few clips: the features and prompt are faster-whisper's own (identical
 text at the full context), audible speech the VAD misses is decoded, silence and noise stay empty, and
-clips of the check half never come back worse than faster-whisper's.
+clips of the check half come back through Triton with faster-whisper's own text.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _faster_whisper():
     return WhisperModel(str(weights.resolve("bundled:base")), device="cpu", compute_type="int8", cpu_threads=1)
 
 
-def faster_whisper_text(file: str, language: str) -> str:
+def faster_whisper_text(file: str, language: str | None) -> str:
     segments, _ = _faster_whisper().transcribe(audio_of(file), language=language, beam_size=5)
     return "".join(s.text for s in segments).strip()
 
@@ -105,19 +105,13 @@ def test_silence_and_noise_stay_empty(triton):
     assert all(text == "" for text in texts.values()), texts
 
 
-def test_check_half_clips_are_never_worse_than_faster_whisper(triton, shared_audio):
-    """Clips of the check half, through Triton, against faster-whisper on the same clips. The bound comes from
-    the tune half at the deployed settings (benchmarks/accuracy.py, 2026-12-02): the trimmed first pass
-    changes a word here and there in both directions (48 of 58 short clips no change, the largest loss on
-    one clip 2 words or characters, the largest gain 3), so each clip may lose at most 2 and all of them
-    together at most 2. ``make bench`` holds the whole check half to +0.5 points per language."""
-    languages = [f.split("/")[0] for f in CHECK_CLIPS]
-    results = transcribe_many(triton, [(audio_of(f), {"language": lang}) for f, lang in zip(CHECK_CLIPS, languages)])
-    ours, theirs = {}, {}
-    for file, language, result in zip(CHECK_CLIPS, languages, results):
-        reference = clip(file)["reference_text"]
-        assert result.text.strip(), file
-        ours[file] = errors(reference, result.text, language)[0]
-        theirs[file] = errors(reference, faster_whisper_text(file, language), language)[0]
-    assert all(ours[f] <= theirs[f] + 2 for f in CHECK_CLIPS), (ours, theirs)
-    assert sum(ours.values()) <= sum(theirs.values()) + 2, (ours, theirs)
+def test_check_half_clips_come_back_with_faster_whispers_own_text(triton, shared_audio):
+    """The default decodes every window as faster-whisper's ``transcribe`` does (``trim_languages`` empty),
+    so clips of the check half sent together through Triton (batched by its dynamic batcher) come back
+    with faster-whisper's own text, language given or detected. (These clips need no sampled fallback,
+    which is random in both.)"""
+    items = [(f, lang) for f in CHECK_CLIPS for lang in (f.split("/")[0], None)]
+    results = transcribe_many(triton, [(audio_of(f), {"language": lang or ""}) for f, lang in items])
+    for (file, language), result in zip(items, results):
+        theirs = faster_whisper_text(file, language)
+        assert result.text == theirs, (file, language, result.text, theirs)

@@ -20,8 +20,8 @@ Intentionally public, token or not (``PUBLIC``): they carry no data and no trans
   readiness.
 
 The set of routes that answer without the token must equal ``PUBLIC`` exactly, and with the default
-settings (``open_health``/``open_metrics`` true) ``PUBLIC`` plus ``/health``, ``/stt/health`` (its
-legacy alias) and ``/metrics``.
+settings (``open_health``/``open_metrics`` true) ``PUBLIC`` plus ``/health``, ``/health/live`` (liveness),
+``/stt/health`` (its legacy alias) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ PUBLIC = {
     ("GET", "/openapi.json"), ("HEAD", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"),
     ("GET", "/docs/oauth2-redirect"), ("HEAD", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("HEAD", "/redoc"),
 }
-OPEN_BY_DEFAULT = {("GET", "/health"), ("GET", "/stt/health"), ("GET", "/metrics")}
+OPEN_BY_DEFAULT = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/stt/health"), ("GET", "/metrics")}
 LEGACY_PREFIXES = ("/transcribe/", "/stt/", "/models")
 PATH_PARAMS = {"model": "whisper", "job_id": "0123456789abcdef0123456789abcdef"}
 WAV = (b"RIFF" + (36 + 3200).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")

@@ -181,8 +181,9 @@ def test_200_concurrent_mixed_requests(triton, shared_audio, tmp_path):
     assert len(requests) == N_REQUESTS and len(good) >= 0.85 * N_REQUESTS
     assert len({r.files["file"][1] for r in good}) == len(good), "good inputs must all differ"
 
+    # one client sends the whole burst: its per-client limit (64 by default) is raised to the gateway's
     with run_gateway(triton.grpc_url, tmp_path, GATEWAY_MAX_IN_FLIGHT="256", GATEWAY_MAX_TRITON_CONCURRENCY="16",
-                     GATEWAY_TRITON_TIMEOUT_S=str(int(TOTAL_TIMEOUT_S))) as url:
+                     GATEWAY_MAX_REQUESTS_PER_CLIENT="256", GATEWAY_TRITON_TIMEOUT_S=str(int(TOTAL_TIMEOUT_S))) as url:
         results, stats = asyncio.run(_send_all(url, requests))
 
     statuses = Counter(r["status"] for r in results)

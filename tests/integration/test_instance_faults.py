@@ -103,7 +103,7 @@ def faulty_triton(tmp_path_factory, shared_audio):
 
     tmp = tmp_path_factory.mktemp("faults")
     server = TritonServer(_faulty_repository(tmp), free_port(), free_port(), free_port(), models=[MODEL],
-                          log_path=tmp / "tritonserver.log")
+                          log_path=tmp / "tritonserver.log", model_control=True)  # the reload below needs it
     server.start()
     try:
         server.wait_ready(timeout=READY_TIMEOUT_S)

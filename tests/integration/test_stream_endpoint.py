@@ -23,8 +23,9 @@ MAX_STREAMS = 6
 
 @pytest.fixture(scope="module")
 def ws_url(triton, tmp_path_factory):
+    # every stream of these tests comes from 127.0.0.1: one client may hold them all here
     with stream_gateway(triton.grpc_url, tmp_path_factory.mktemp("stream-gateway"),
-                        GATEWAY_MAX_STREAMS=str(MAX_STREAMS)) as url:
+                        GATEWAY_MAX_STREAMS=str(MAX_STREAMS), GATEWAY_MAX_STREAMS_PER_CLIENT=str(MAX_STREAMS)) as url:
         yield url.replace("http://", "ws://") + "/v1/stream"
 
 

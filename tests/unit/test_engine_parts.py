@@ -299,3 +299,15 @@ def test_a_phrase_said_twice_is_a_failed_window():
     assert not is_repeated_phrase("And so my fellow Americans, ask not what your country can do for you")
     assert not is_repeated_phrase("")
     assert assess("8. The Press Yard 8. The Press Yard", -0.2, 0.01, GuardConfig()) is Verdict.RETRY
+
+
+def test_trim_languages_lists_the_languages_decoded_at_a_trimmed_context_first():
+    from whisper_triton.config import EngineConfig
+
+    exact = EngineConfig()  # the default: every window at 30 s, the language detected there too
+    assert not exact.trims("en") and not exact.trims("zh") and not exact.trims(None)
+    english = EngineConfig(trim_languages="en")
+    assert english.trims("en") and not english.trims("zh")
+    assert english.trims(None)  # detected at the trimmed context; a window not in English is decoded again at 30 s
+    assert EngineConfig(trim_languages="en, de").trims("de")
+    assert EngineConfig(trim_languages="*").trims("zh")

@@ -15,15 +15,18 @@ from gateway import metrics
 from gateway.triton import TritonClient, build_inputs, map_error, parse_outputs
 
 
-def test_every_input_of_the_model_is_always_sent():
+def test_every_input_of_the_model_is_sent_and_the_prompt_only_when_there_is_one():
     """Triton batches only requests with the same set of inputs: the gateway sends every input the model
-    declares, defaults included."""
+    declares, defaults included -- except PROMPT, so that a request with a prompt never shares an execution
+    with one without (a plain upload never waits for a stream step's or a long prompt's decode)."""
     import re
     from pathlib import Path
 
     config = (Path(__file__).resolve().parents[2] / "model_repository" / "whisper" / "config.pbtxt").read_text()
     declared = re.findall(r'name:\s*"([A-Z_]+)"', config.split("output [")[0])
-    inputs = build_inputs(np.zeros(16000, dtype=np.float64), Options())
+    without = build_inputs(np.zeros(16000, dtype=np.float32), Options())
+    assert [i.name() for i in without] == [name for name in declared if name != "PROMPT"]
+    inputs = build_inputs(np.zeros(16000, dtype=np.float64), Options(prompt="Glossary: CTranslate2."))
     by_name = {i.name(): i for i in inputs}
     assert list(by_name) == declared == ["AUDIO", "LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE",
                                          "TEMPERATURE", "VAD_FILTER"]
@@ -156,3 +159,73 @@ def test_a_cancelled_waiter_frees_nothing_it_did_not_take():
 def test_max_concurrency_must_be_positive():
     with pytest.raises(ValueError):
         TritonClient("127.0.0.1:1", max_concurrency=0)
+
+
+# ---------------------------------------------------------------- deadlines, the watchdog's verdict, labels
+def test_every_call_has_a_deadline_that_grows_with_its_audio():
+    seen = []
+
+    class Grpc(_FakeGrpc):
+        async def infer(self, model, inputs, outputs=None, client_timeout=None):
+            seen.append(client_timeout)
+            return _FakeResult()
+
+    async def scenario():
+        client = TritonClient("127.0.0.1:1", deadline_s=30, deadline_per_audio_s=0.5, timeout_s=100)
+        client._client = Grpc()
+        for seconds in (1, 60, 1000):
+            await client.transcribe("whisper", np.zeros(16000 * seconds, np.float32), Options())
+
+    asyncio.run(scenario())
+    assert seen == [30.5, 60.0, 100.0]  # 30 s + 0.5 s per second of audio, at most timeout_s
+
+
+def test_marked_down_fails_calls_in_flight_and_waiting_at_once_and_new_ones_until_up():
+    async def scenario():
+        client = TritonClient("127.0.0.1:1", max_concurrency=1)
+        fake = client._client = _FakeGrpc()
+        fake.release = asyncio.Event()  # Triton never answers: a stopped server
+        calls = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
+                 for _ in range(3)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert (client.active, client.waiting) == (1, 2)
+        client.mark_down("2 readiness checks unanswered")
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 1)
+        assert all(isinstance(o, ServiceUnavailable) and "not answering" in o.message for o in outcomes), outcomes
+        assert (client.active, client.waiting) == (0, 0) and metrics.TRITON_ACTIVE._value.get() == 0
+        with pytest.raises(ServiceUnavailable):  # refused before it waits for anything
+            await client.transcribe("whisper", np.zeros(160, np.float32), Options())
+        client.mark_up()
+        fake.release.set()
+        assert (await client.transcribe("whisper", np.zeros(160, np.float32), Options())).text == "ok"
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_goes_away_cancels_its_grpc_call():
+    async def scenario():
+        client = TritonClient("127.0.0.1:1")
+        fake = client._client = _FakeGrpc()
+        fake.release = asyncio.Event()
+        call = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert fake.outstanding == 1
+        call.cancel()  # the client disconnected: unless_client_leaves cancels the work
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert fake.outstanding == 0 and client.active == 0  # the fake infer was cancelled, not left running
+
+    asyncio.run(scenario())
+
+
+def test_latency_labels_are_only_ready_models():
+    async def scenario():
+        client = TritonClient("127.0.0.1:1")
+        client.known_models = frozenset({"whisper", "whisper-tiny-en"})
+        return [client.model_label(m) for m in ("whisper", "whisper-tiny-en", "no-such-model", "x" * 100)]
+
+    assert asyncio.run(scenario()) == ["whisper", "whisper-tiny-en", "other", "other"]

@@ -112,12 +112,12 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * SR), dtype=np.float32)
 
 
-async def feed(session: core.StreamSession, audio: np.ndarray, chunk_s: float = 0.1) -> None:
+async def feed(session: core.StreamSession, audio: np.ndarray, chunk_s: float = 0.1, pause_s: float = 0.001) -> None:
     step = int(chunk_s * SR)
     for i in range(0, audio.size, step):
         await session.append(audio[i:i + step])
         await session.heard()  # as live audio would: the VAD keeps up
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(pause_s)
 
 
 def drain(session: core.StreamSession) -> list:
@@ -134,9 +134,10 @@ def make(decoder, turn=ServerVad(), **config) -> core.StreamSession:
 
 async def test_each_turn_is_decoded_once_whole_with_partials_while_it_is_spoken():
     decoder = FakeDecoder()
-    session = make(decoder, partial_s=0.05)  # the fed audio runs far faster than real time
+    session = make(decoder, partial_s=0.05)  # the fed audio runs 20 times faster than real time
     session.start()
-    await feed(session, np.concatenate([silence(1.0), speech(3.0), silence(1.0), speech(2.0), silence(1.0)]))
+    await feed(session, np.concatenate([silence(1.0), speech(3.0), silence(1.0), speech(2.0), silence(1.0)]),
+               pause_s=0.005)
     await session.finish()
     events = drain(session)
     kinds = [type(e).__name__ for e in events]

@@ -20,6 +20,10 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname
 log = logging.getLogger("whisper_triton.model")
 
 
+class Cancelled(Exception):
+    """The request's client went away (its gRPC call was cancelled) before the model got to it."""
+
+
 class TritonPythonModel:
     def initialize(self, args):
         model_config = json.loads(args["model_config"])
@@ -64,6 +68,9 @@ class TritonPythonModel:
     def execute(self, requests):
         parsed = []
         for request in requests:
+            if request.is_cancelled():  # no work for a client that is gone
+                parsed.append(Cancelled("request cancelled by its client"))
+                continue
             try:
                 parsed.append(parse_request(request))
             except ValueError as exc:
@@ -76,7 +83,11 @@ class TritonPythonModel:
         responses = []
         for item in parsed:
             outcome = item if isinstance(item, Exception) else next(results)
-            if isinstance(outcome, EngineFailure):  # a bug must not leak a traceback to clients
+            if isinstance(outcome, Cancelled):
+                log.info("skipped a request whose client went away")
+                error = pb_utils.TritonError(str(outcome), pb_utils.TritonError.CANCELLED)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            elif isinstance(outcome, EngineFailure):  # a bug must not leak a traceback to clients
                 error = pb_utils.TritonError(str(outcome))  # code INTERNAL
                 responses.append(pb_utils.InferenceResponse(error=error))
             elif isinstance(outcome, Exception):
