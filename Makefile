@@ -71,6 +71,7 @@ bench-diarize: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.diarization $(DIARIZE_BENCH_ARGS)
 
+# Steady load for SOAK_ARGS (default 10 minutes) with the RSS of the gateway, tritonserver and each stub.
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
