@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
 from gateway import service
+from gateway.aio import cancel_and_wait
 from gateway.config import Settings
 from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
@@ -303,9 +304,7 @@ async def realtime(ws: WebSocket) -> None:
                         await _refuse(ws, INTERNAL, ev.ErrorDetail(type="server_error", code="internal_error",
                                                                    message="internal error"))
         finally:
-            for task in (receiver, sender):
-                task.cancel()
-            await asyncio.gather(receiver, sender, return_exceptions=True)
+            await cancel_and_wait(receiver, sender)
     finally:
         admission.leave(ticket)  # first: a cancelled close() below must not leak the slot
         if connection is not None:

@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketState
 
 from gateway import service
+from gateway.aio import cancel_and_wait
 from gateway.config import Settings
 from gateway.deps import check_token, websocket_credentials
 from gateway.errors import APIError, ModelNotFound
@@ -283,9 +284,7 @@ async def stream(ws: WebSocket) -> None:
         except Exception as exc:  # from finish() or the sender after stop
             await _fail(ws, exc)
         finally:
-            for task in (receiver, sender):
-                task.cancel()
-            await asyncio.gather(receiver, sender, return_exceptions=True)
+            await cancel_and_wait(receiver, sender)
     finally:
         admission.leave(ticket)  # first: a cancelled close() below must not leak the slot
         if connection is not None:
