@@ -114,7 +114,10 @@ class Connection:
         self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
                                           observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
-        self.ingest = ingest.Ingest(ws, self.session, settings, paced=True)
+        # events up to half the server's message limit are read; a larger one gets an error event (past the
+        # limit itself the server closes with 1009)
+        self.ingest = ingest.Ingest(ws, self.session, settings, paced=True,
+                                    max_bytes=settings.stream_max_frame_kib * 1024 // 2)
 
     async def send(self, event: ev.ServerEvent) -> None:
         await self.ws.send_text(event.model_dump_json())

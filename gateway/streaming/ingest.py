@@ -7,7 +7,8 @@
 - ``Idle``: a realtime client that sends nothing for ``GATEWAY_STREAM_IDLE_S``; a ``/v1/stream`` client
   whose audio falls that far behind the time spent waiting for it (one that sends nothing, or two bytes
   now and then). The time the gateway itself held the client back does not count.
-- A message over ``GATEWAY_STREAM_MAX_FRAME_KIB`` is ``TooBig``.
+- A message over ``max_bytes`` (``GATEWAY_STREAM_MAX_FRAME_KIB``; half of it for a realtime event, so that
+  an oversized append gets an ``error`` event before the server's own 1009 limit) is ``TooBig``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ class TooBig(IngestError):
 
 
 class Ingest:
-    def __init__(self, ws, session: StreamSession, settings: Settings, *, paced: bool) -> None:
+    def __init__(self, ws, session: StreamSession, settings: Settings, *, paced: bool,
+                 max_bytes: int | None = None) -> None:
         self.ws, self.session, self.paced = ws, session, paced
         self.idle_s, self.max_ahead_s = settings.stream_idle_s, settings.stream_max_ahead_s
-        self.max_bytes = settings.stream_max_frame_kib * 1024
+        # (the server itself closes with 1009 past GATEWAY_STREAM_MAX_FRAME_KIB: gateway/__main__.py)
+        self.max_bytes = max_bytes or settings.stream_max_frame_kib * 1024
         self.started = time.monotonic()
         self.held_s = 0.0  # time the gateway held the client back (backlog full, or paced)
         self.waited_s = 0.0  # time spent waiting for the client's messages

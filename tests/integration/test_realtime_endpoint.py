@@ -74,7 +74,7 @@ async def events_until(conn, done, timeout: float = 60) -> list:
 
 
 async def test_sdk_server_vad_session_transcribes_each_turn(realtime_url, shared_audio):
-    files = ["en/jfk.flac", "en/LDC93S1.wav"]
+    files = ["en/jfk.flac", "en/1995-1837-0001.wav"]  # short turns, then 8.7 s of running speech
     gap = np.zeros(16000, dtype=np.float32)  # 1 s pause after each recording: the turn ends there
     audio = np.concatenate([part for f in files for part in (audio_of(f), gap)])
     reference = " ".join(clip(f)["reference_text"] for f in files)
@@ -114,7 +114,7 @@ async def test_sdk_server_vad_session_transcribes_each_turn(realtime_url, shared
     lags = [t - ends[e.item_id] for t, e in events if e.type.endswith("transcription.completed")]
     print(f"\n[realtime] {len(completed)} turns, completed {', '.join(f'{lag:.2f}' for lag in lags)} s after "
           f"speech end: {text!r}")
-    assert max(lags) < 5.0, lags
+    assert max(lags) < 10.0, lags  # a sanity bound: the benchmark measures latency
 
 
 async def test_sdk_manual_commits_and_bad_events_keep_the_session(realtime_url, shared_audio):
@@ -130,7 +130,8 @@ async def test_sdk_manual_commits_and_bad_events_keep_the_session(realtime_url, 
                {"type": "input_audio_buffer.commit"},  # nothing appended yet
                {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
                    "format": {"type": "audio/pcm", "rate": 44100}}}}},
-               {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(3 << 20)).decode()}]
+               # 700 KB of base64: over half the 1 MiB message limit (an error event; past 1 MiB: 1009)
+               {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(525_000)).decode()}]
         for event in bad:
             await conn.send(event)
         errors = [await conn.recv() for _ in bad]
