@@ -47,7 +47,7 @@ bench: system-deps venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# Steady load for SOAK_ARGS (default 10 minutes) with the RSS of the gateway, tritonserver and each stub.
+# 1, 4, 8, 16 concurrent /v1/realtime sessions of real speech with pauses (STREAM_BENCH_ARGS, e.g. --sessions 1,4).
 .PHONY: bench-stream
 bench-stream: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
@@ -71,6 +71,7 @@ bench-diarize: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.diarization $(DIARIZE_BENCH_ARGS)
 
+# Steady load for SOAK_ARGS (default 10 minutes) with the RSS of the gateway, tritonserver and each stub.
 .PHONY: soak
 soak: venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt

@@ -1,21 +1,28 @@
-"""Streaming benchmark (``make bench-stream``): live WebSocket streams and ``stream=true`` uploads.
+"""Streaming benchmark (``make bench-stream``): concurrent OpenAI Realtime transcription sessions.
 
-1. ``/v1/stream`` at real-time pace, 1, 2, 4... concurrent streams of the same ~30 s of English speech:
-   per committed word, the time from "its audio had been sent" to "its final event arrived" (median,
-   p95), the first partial, and the committed text's WER against the reference.
-2. ``stream=true`` on a long upload (LibriSpeech clips joined with 1 s pauses): time to the first
-   ``transcript.text.delta`` and to ``transcript.text.done``, against the same upload without ``stream``
-   (the baseline, in the same run), with both texts' WER.
+1. ``/v1/realtime`` (server VAD) with 1, 4, 8, 16 concurrent sessions, each appending real English speech
+   with pauses (LibriSpeech and other clips of /work/shared/audio joined with ``--gap`` s of silence; every
+   session its own order of the clips) in 100 ms chunks of 24 kHz PCM at real-time pace. Per turn: the
+   time from the end of its speech (``audio_end_ms`` of ``speech_stopped``: the moment that audio had been
+   sent) to its ``completed`` event (p50/p95; it includes the 500 ms of silence server VAD waits for), the
+   first ``delta`` after the speech started, and the WER of the joined ``completed`` transcripts against
+   the reference and against the same audio uploaded whole (``/v1/audio/transcriptions``, in the same
+   run); sessions refused at the start; CPU seconds of tritonserver (with its model stubs) and of the
+   gateway per second of wall time. Sessions start ``--stagger`` seconds apart, as users arrive: admission
+   control refuses those the server cannot hold in real time.
+2. Optionally (``--sse``) the ``stream=true`` upload against the same upload without ``stream``.
 
-Writes ``benchmarks/results/<date>-<machine>-streaming/``: report.md, summary.json, latency_vs_streams.png.
+Writes ``benchmarks/results/<date>-<machine>-realtime/``: report.md, summary.json, latency_vs_sessions.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -26,6 +33,7 @@ import numpy as np
 from .common import audio_of, error_rate, load_clips, machine_description, results_dir, running_stack, stack_arguments
 
 RATE = 16000
+WIRE_RATE = 24000
 
 
 def log(msg: str) -> None:
@@ -33,7 +41,7 @@ def log(msg: str) -> None:
 
 
 def joined(clips, seconds: float, gap_s: float = 1.0) -> tuple[np.ndarray, str]:
-    """English clips, in manifest order, joined with ``gap_s`` of silence until ``seconds`` are reached."""
+    """Clips in the given order, joined with ``gap_s`` of silence until ``seconds`` are reached."""
     parts, refs, total = [], [], 0.0
     for clip in clips:
         if total >= seconds:
@@ -44,24 +52,143 @@ def joined(clips, seconds: float, gap_s: float = 1.0) -> tuple[np.ndarray, str]:
     return np.concatenate(parts), " ".join(refs)
 
 
-def live_streams(url: str, audio: np.ndarray, reference: str, levels: list[int]) -> list[dict]:
-    from client.stream import percentile, stream_many
+def to_wire(audio: np.ndarray) -> np.ndarray:
+    n = int(round(audio.size * WIRE_RATE / RATE))
+    return (np.clip(np.interp(np.arange(n) * RATE / WIRE_RATE, np.arange(audio.size), audio), -1, 1) * 32767).astype("<i2")
 
+
+async def session(url: str, audio: np.ndarray, model: str, delay_s: float = 0.0) -> dict:
+    """One realtime session at real-time pace, opened after ``delay_s``; its turns' timings and transcripts."""
+    await asyncio.sleep(delay_s)
+    pcm, step = to_wire(audio), WIRE_RATE // 10
+    turns: dict[str, dict] = {}
+    order: list[str] = []
+    out = {"refused": None, "errors": [], "closed": None}
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        await _session(url, pcm, step, model, turns, order, out)
+    except ConnectionClosed as exc:  # e.g. keepalive: a gateway that holds a client back over 20 s
+        out["closed"] = str(exc)
+    done = [turns[i] for i in order if "completed" in turns[i]]
+    out["text"] = " ".join(t["text"] for t in done)
+    out["turn_latency"] = [t["completed"] - t["end"] for t in done if "end" in t]
+    out["first_delta"] = [t["first_delta"] - t["start"] for t in done if "first_delta" in t]
+    out["turns"] = len(done)
+    return out
+
+
+async def _session(url: str, pcm: np.ndarray, step: int, model: str, turns: dict, order: list, out: dict) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, open_timeout=60) as ws:
+        first = json.loads(await ws.recv())
+        if first["type"] == "error":
+            out["refused"] = first["error"]["message"]
+            return
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": WIRE_RATE}, "transcription": {"model": model, "language": "en"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                               "silence_duration_ms": 500}}}}}))
+        t0 = time.monotonic()
+
+        async def send() -> None:
+            for i in range(0, pcm.size, step):
+                piece = pcm[i:i + step]
+                delay = t0 + (i + piece.size) / WIRE_RATE - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(piece.tobytes()).decode()}))
+
+        sender = asyncio.create_task(send())
+        while True:
+            try:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
+            except TimeoutError:
+                if sender.done() and all("completed" in turns[i] for i in turns if "committed" in turns[i]):
+                    break
+                continue
+            now, kind = time.monotonic() - t0, event["type"]
+            item = turns.setdefault(event.get("item_id", ""), {})
+            if kind == "input_audio_buffer.speech_started":
+                item["start"] = event["audio_start_ms"] / 1000
+                order.append(event["item_id"])
+            elif kind == "input_audio_buffer.speech_stopped":
+                item["end"] = event["audio_end_ms"] / 1000
+            elif kind == "input_audio_buffer.committed":
+                item["committed"] = now
+            elif kind.endswith("input_audio_transcription.delta"):
+                item.setdefault("first_delta", now)
+            elif kind.endswith("input_audio_transcription.completed"):
+                item["completed"], item["text"] = now, event["transcript"]
+            elif kind.endswith("input_audio_transcription.failed") or kind == "error":
+                out["errors"].append(event)
+        await sender
+
+
+def cpu_seconds(*groups: int) -> float:
+    """CPU seconds (user + system) of every process in the given process groups."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def offline(url: str, audios: list[np.ndarray], model: str) -> list[str]:
+    import httpx
+
+    from client.audio import encode_wav
+
+    with httpx.Client(timeout=600) as http:
+        return [http.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", encode_wav(a), "audio/wav")},
+                          data={"model": model, "language": "en"}).raise_for_status().json()["text"] for a in audios]
+
+
+def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: float, levels: list[int],
+                      model: str, stagger_s: float) -> list[dict]:
     rows = []
+    ws_url = url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
     for n in levels:
-        log(f"/v1/stream: {n} concurrent stream(s) of {len(audio) / RATE:.1f} s at real time")
-        results = asyncio.run(stream_many(url.replace("http", "ws", 1) + "/v1/stream", [audio] * n, speed=1.0,
-                                          language="en", tail_silence_s=2.0))
-        latencies = [x for r in results for x in r.latencies]
+        inputs = []
+        for k in range(n):  # every session its own order of the clips
+            rotated = clips[(k * 3) % len(clips):] + clips[:(k * 3) % len(clips)]
+            inputs.append(joined(rotated, seconds, gap))
+        uploads = offline(url, [a for a, _ in inputs], model)
+        log(f"/v1/realtime: {n} concurrent session(s) of {np.mean([a.size for a, _ in inputs]) / RATE:.0f} s at real time")
+        cpu0, wall0 = cpu_seconds(triton.pid, gateway.pid), time.monotonic()
+        gateway_cpu0 = cpu_seconds(gateway.pid)
+
+        async def run_all():
+            return await asyncio.gather(*(session(ws_url, a, model, k * stagger_s) for k, (a, _) in enumerate(inputs)))
+
+        results = asyncio.run(run_all())
+        wall = time.monotonic() - wall0
+        cpu, gateway_cpu = cpu_seconds(triton.pid, gateway.pid) - cpu0, cpu_seconds(gateway.pid) - gateway_cpu0
+        served = [(r, ref, up) for r, (_, ref), up in zip(results, inputs, uploads) if r["refused"] is None]
+        lat = [x for r, _, _ in served for x in r["turn_latency"]]
+        first = [x for r, _, _ in served for x in r["first_delta"]]
+        pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v else None  # noqa: E731
         rows.append({
-            "streams": n,
-            "words": len(latencies),
-            "latency_median_s": round(percentile(latencies, 50), 3),
-            "latency_p95_s": round(percentile(latencies, 95), 3),
-            "latency_max_s": round(max(latencies), 3) if latencies else None,
-            "first_partial_s": round(float(np.median([r.first_partial_s for r in results if r.first_partial_s])), 3),
-            "wer": round(float(np.mean([error_rate(reference, r.final_text, "en") for r in results])), 4),
-            "errors": sum(1 for r in results if r.error),
+            "sessions": n, "served": len(served), "refused": n - len(served),
+            "turns": sum(r["turns"] for r, _, _ in served),
+            "turn_latency_p50_s": pct(lat, 50), "turn_latency_p95_s": pct(lat, 95),
+            "turn_latency_max_s": round(max(lat), 3) if lat else None,
+            "first_delta_p50_s": pct(first, 50), "first_delta_p95_s": pct(first, 95),
+            "wer": round(error_rate([ref for _, ref, _ in served], [r["text"] for r, _, _ in served], "en"), 4),
+            "wer_upload": round(error_rate([ref for _, ref, _ in served], [up for _, _, up in served], "en"), 4),
+            "errors": sum(len(r["errors"]) for r, _, _ in served),
+            "closed": sum(1 for r, _, _ in served if r["closed"]),
+            "load_avg": round(os.getloadavg()[0], 1),
+            "cpu_per_s": round(cpu / wall, 2), "gateway_cpu_per_s": round(gateway_cpu / wall, 2),
+            "refusals": sorted({r["refused"] for r in results if r["refused"]}),
         })
         log(f"  {rows[-1]}")
     return rows
@@ -103,48 +230,70 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    streams = [r["streams"] for r in rows]
+    sessions = [r["sessions"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(streams, [r["latency_median_s"] for r in rows], "o-", label="median")
-    ax.plot(streams, [r["latency_p95_s"] for r in rows], "s--", label="p95")
-    ax.set_xlabel("concurrent real-time streams")
-    ax.set_ylabel("word latency (s): audio sent → final event")
-    ax.set_xticks(streams)
+    ax.plot(sessions, [r["turn_latency_p50_s"] for r in rows], "o-", label="turn completion p50")
+    ax.plot(sessions, [r["turn_latency_p95_s"] for r in rows], "s--", label="turn completion p95")
+    ax.plot(sessions, [r["first_delta_p50_s"] for r in rows], "^:", label="first delta p50 (after speech start)")
+    ax.axhline(2.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("concurrent real-time sessions (/v1/realtime)")
+    ax.set_ylabel("seconds after the speech ended / started")
+    ax.set_xticks(sessions)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("/v1/stream word latency")
+    ax.set_title("Realtime transcription sessions, base, 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def report(out: Path, summary: dict) -> None:
-    lines = [f"# Streaming benchmark ({summary['date']})", "",
+    lines = [f"# Realtime sessions benchmark ({summary['date']})", "",
              f"Machine: {summary['machine'].get('cpu_model')} × {summary['machine'].get('cpu_count')} CPUs, "
-             f"GPU: {summary['machine'].get('gpu')}. Model `whisper` (base) as deployed in model_repository/.", "",
-             f"## `/v1/stream`, real time, {summary['live_audio_s']} s of English speech per stream", "",
-             "| streams | words | median latency | p95 latency | max | first partial | WER | errors |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"GPU: {summary['machine'].get('gpu')}. Model `{summary['model']}` as deployed in model_repository/.", "",
+             f"## `/v1/realtime`, server VAD, real time, about {summary['session_audio_s']} s of English per session "
+             f"({summary['gap_s']} s pauses between utterances; the sessions start {summary.get('stagger_s', 0)} s apart)", "",
+             "Turn completion: from the end of a turn's speech to its `completed` event (includes the 0.5 s of "
+             "silence server VAD waits for). First delta: from the start of the speech to the turn's first "
+             "`delta`. WER: the joined `completed` transcripts; upload: the same audio uploaded whole. CPU: "
+             "seconds of CPU per second of wall time, tritonserver and gateway together (of 2 cores). Closed: sessions "
+             "that ended early (a client's keepalive gives up after 20 s held back). Load avg: the machine's 1-minute "
+             "load at the end of the level (other work on the machine included).", "",
+             "| sessions | refused | turns | turn completion p50 / p95 / max | first delta p50 / p95 | WER | WER upload "
+             "| errors | closed | CPU (gateway) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "–" if v is None else f"{v:.2f} s"  # noqa: E731
     for r in summary["live"]:
-        lines.append(f"| {r['streams']} | {r['words']} | {r['latency_median_s']:.2f} s | {r['latency_p95_s']:.2f} s | "
-                     f"{r['latency_max_s']:.2f} s | {r['first_partial_s']:.2f} s | {r['wer']:.3f} | {r['errors']} |")
-    sse = summary["sse"]
-    lines += ["", "![latency](latency_vs_streams.png)", "",
-              f"## `stream=true` upload of {sse['audio_s']} s (baseline: the same upload without `stream`)", "",
-              "| run | one request | stream: first delta | stream: done | WER one request | WER stream |",
-              "|---|---|---|---|---|---|"]
-    for i, r in enumerate(sse["runs"], 1):
-        lines.append(f"| {i} | {r['one_request_s']:.2f} s | {r['stream_first_delta_s']:.2f} s | {r['stream_done_s']:.2f} s "
-                     f"| {r['wer_one_request']:.3f} | {r['wer_stream']:.3f} |")
-    lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in summary["settings"].items()), ""]
+        lines.append(f"| {r['sessions']} | {r['refused']} | {r['turns']} | {fmt(r['turn_latency_p50_s'])} / "
+                     f"{fmt(r['turn_latency_p95_s'])} / {fmt(r['turn_latency_max_s'])} | {fmt(r['first_delta_p50_s'])} / "
+                     f"{fmt(r['first_delta_p95_s'])} | {r['wer']:.3f} | {r['wer_upload']:.3f} | {r['errors']} | "
+                     f"{r['closed']} | {r['cpu_per_s']:.2f} ({r['gateway_cpu_per_s']:.2f}) | {r['load_avg']} |")
+    lines += ["", "![latency](latency_vs_sessions.png)", ""]
+    if summary.get("sse"):
+        sse = summary["sse"]
+        lines += [f"## `stream=true` upload of {sse['audio_s']} s (baseline: the same upload without `stream`)", "",
+                  "| run | one request | stream: first delta | stream: done | WER one request | WER stream |",
+                  "|---|---|---|---|---|---|"]
+        for i, r in enumerate(sse["runs"], 1):
+            lines.append(f"| {i} | {r['one_request_s']:.2f} s | {r['stream_first_delta_s']:.2f} s | "
+                         f"{r['stream_done_s']:.2f} s | {r['wer_one_request']:.3f} | {r['wer_stream']:.3f} |")
+    lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in summary["settings"].items())
+              + "".join(f", `{k}={v}` (this run)" for k, v in summary.get("env", {}).items()), ""]
     (out / "report.md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", default="1,2,4", help="concurrent live streams to measure, comma-separated")
-    parser.add_argument("--live-seconds", type=float, default=30.0, help="speech per live stream")
+    parser.add_argument("--sessions", default="1,4,8,16", help="concurrent realtime sessions, comma-separated")
+    parser.add_argument("--seconds", type=float, default=40.0, help="speech per session")
+    parser.add_argument("--gap", type=float, default=1.0, help="silence between utterances, seconds")
+    parser.add_argument("--stagger", type=float, default=1.0,
+                        help="seconds between two sessions' starts (users arrive one by one; admission control sees "
+                             "the load the earlier ones make)")
+    parser.add_argument("--model", default="whisper-1", help="whisper-1 = the deployed base model")
+    parser.add_argument("--sse", action="store_true", help="also measure the stream=true upload")
+    parser.add_argument("--env", action="append", default=[], metavar="GATEWAY_X=V", help="gateway setting for this run")
     parser.add_argument("--upload-seconds", type=float, default=210.0, help="speech in the stream=true upload")
     parser.add_argument("--repeats", type=int, default=2, help="stream=true / one-request pairs")
     stack_arguments(parser)
@@ -152,19 +301,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from .run import benchmark_repository
 
-    out = results_dir(args, "streaming")
+    out = results_dir(args, "realtime")
     english = [c for c in load_clips(args.audio_dir) if c.language == "en" and c.kind == "short" and c.duration >= 3]
-    live_audio, live_ref = joined(english, args.live_seconds)
-    upload, upload_ref = joined(english * 8, args.upload_seconds)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
+    sse, env = None, {}
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
-        levels = [int(n) for n in args.streams.split(",")]
-        # one process plays every listener: its per-client stream limit is raised to the most streams measured
-        with running_stack(repo, out / "logs", log, GATEWAY_MAX_STREAMS_PER_CLIENT=str(max(levels))) as (_, _, url):
-            live = live_streams(url, live_audio, live_ref, levels)
-            sse = sse_upload(url, upload, upload_ref, args.repeats)
+        # one process plays every user: its per-client session limit is raised to the most sessions measured
+        env = {"GATEWAY_MAX_STREAMS_PER_CLIENT": str(max(int(n) for n in args.sessions.split(","))),
+               **dict(item.split("=", 1) for item in args.env)}
+        with running_stack(repo, out / "logs", log, **env) as (triton, gateway, url):
+            live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap,
+                                     [int(n) for n in args.sessions.split(",")], args.model, args.stagger)
+            if args.sse:
+                upload, upload_ref = joined(english * 8, args.upload_seconds)
+                sse = sse_upload(url, upload, upload_ref, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -174,15 +326,20 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_description(),
-        "live_audio_s": round(len(live_audio) / RATE, 2),
+        "model": args.model,
+        "session_audio_s": args.seconds,
+        "gap_s": args.gap,
+        "stagger_s": args.stagger,
         "live": live,
         "sse": sse,
-        "settings": {k: getattr(defaults, k) for k in ("stream_step_s", "stream_beam_size", "stream_trim_s",
-                                                        "sse_chunk_seconds", "sse_chunks_ahead")},
+        "env": env,
+        "settings": {k: getattr(defaults, k) for k in (
+            "max_streams", "stream_admit_lag_s", "stream_step_s", "stream_beam_size", "stream_final_beam_size",
+            "stream_partial_concurrency", "stream_silence_ms", "stream_max_turn_s", "max_triton_concurrency")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     try:
-        plot(live, out / "latency_vs_streams.png")
+        plot(live, out / "latency_vs_sessions.png")
     except Exception as exc:  # matplotlib missing: the tables still get written
         log(f"plot skipped: {exc}")
     report(out, summary)

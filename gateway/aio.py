@@ -31,3 +31,10 @@ async def unless(work: Awaitable[T], interrupt: Awaitable[object]) -> T:
     except asyncio.CancelledError:
         pass
     raise Interrupted()
+
+
+async def cancel_and_wait(*tasks: asyncio.Future) -> None:
+    """Cancel ``tasks`` and wait until each has ended (its cancellation has reached whatever it awaited)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -113,23 +113,30 @@ class Settings(BaseSettings):
     max_speaker_references: int = Field(4, ge=0)
     max_reference_seconds: float = Field(10.0, gt=0)
 
-    # Live streaming (/v1/stream, WebSocket): LocalAgreement-2 over a growing buffer.
-    max_streams: int = Field(16, ge=1)  # concurrent streams per gateway; more are closed with 1013
-    stream_step_s: float = Field(1.0, ge=0.1)  # new audio between two decodes of a stream's buffer
-    stream_beam_size: int = Field(1, ge=0, le=16)  # beam for streaming decodes; 0 = the model's default
-    stream_trim_s: float = Field(15.0, gt=0)  # the buffer is cut at a committed segment past this
-    stream_max_buffer_s: float = Field(30.0, gt=0)  # hard cap of a stream's buffer, enforced as audio arrives
-    # A stream whose audio falls this far behind real time (one that sends nothing, or a few bytes a minute)
-    # is closed with 1008; the time the gateway itself holds back reading (its buffer at the cap) does not count.
+    # Live sessions (/v1/realtime, /v1/stream; gateway/streaming): server VAD cuts the speech into turns, each
+    # turn is decoded once when it ends; partial decodes of the turn being spoken run while Triton is not busy.
+    max_streams: int = Field(16, ge=1)  # live sessions per gateway; more are refused at the start
+    # New sessions are refused while turns complete later than this after they end (recent average)
+    stream_admit_lag_s: float = Field(1.0, gt=0)
+    stream_step_s: float = Field(1.0, ge=0.1)  # new audio of the open turn between two partial decodes
+    stream_beam_size: int = Field(1, ge=0, le=16)  # partial decodes' beam; 0 = the model's default
+    stream_final_beam_size: int = Field(1, ge=0, le=16)  # a turn's decode; 0 = the model's default
+    stream_partial_concurrency: int = Field(2, ge=1)  # partial decodes outstanding, all sessions; more are skipped
+    # Server VAD defaults (/v1/stream, and /v1/realtime until a session.update says otherwise)
+    stream_vad_threshold: float = Field(0.5, ge=0, le=1)
+    stream_prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    stream_silence_ms: int = Field(500, ge=100, le=10000)
+    stream_max_turn_s: float = Field(15.0, ge=2, le=30)  # a longer turn is cut at its quietest frame
+    stream_max_buffer_s: float = Field(30.0, gt=0)  # audio waiting to be decoded past which the client is not read
+    # A /v1/stream whose audio falls this far behind real time (one that sends nothing, or a few bytes a minute),
+    # or a realtime session that sends nothing this long, is closed; time the gateway held it back does not count
     stream_idle_s: float = Field(30.0, gt=0)
-    # A stream whose audio gets this far ahead of real time (a file replayed fast, a hostile client) is closed
-    # with 1008: a stream costs no more than live audio. No frame is read while the buffer is at its cap.
+    # Audio this far ahead of real time: /v1/realtime reads it at real time (paced), /v1/stream closes with 1008
     stream_max_ahead_s: float = Field(10.0, ge=0)
-    stream_max_frame_kib: int = Field(1024, ge=1)  # largest WebSocket message; a larger one closes with 1009
-    # Stream steps outstanding to Triton at once, all streams together (each also counts against
-    # max_triton_concurrency): streams cannot take all of Triton from uploads. A stream whose turn is late
-    # decodes all its new audio in one step.
-    stream_triton_concurrency: int = Field(2, ge=1)
+    stream_max_frame_kib: int = Field(1024, ge=1)  # largest client message (a realtime append: about 21 s of 24 kHz)
+    # Live-session decodes outstanding to Triton at once, all sessions (each also counts against
+    # max_triton_concurrency; finals first): live sessions cannot take all of Triton from uploads
+    stream_triton_concurrency: int = Field(4, ge=1)
 
     open_health: bool = True  # /health (and /stt/health) stay open when a token is set
     open_metrics: bool = True  # /metrics stays open when a token is set

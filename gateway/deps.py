@@ -6,12 +6,13 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.aio import Interrupted, unless
 from gateway.config import Settings
 from gateway.errors import ClientGone, TooManyRequests, Unauthorized
+from gateway.limits import presented_token
 from gateway.triton import TritonClient
 
 
@@ -37,6 +38,12 @@ def check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | 
     expected = settings.api_key.get_secret_value().encode()
     if not secrets.compare_digest(credentials.credentials.encode(), expected):
         raise Unauthorized("Incorrect API key provided", headers={"WWW-Authenticate": "Bearer"})
+
+
+def websocket_credentials(ws: WebSocket) -> HTTPAuthorizationCredentials | None:
+    """A WebSocket's token as credentials for ``check_token`` (``gateway.limits.presented_token``)."""
+    token = presented_token(ws.scope)
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None
 
 
 async def require_token(settings: SettingsDep, credentials: BearerDep) -> None:

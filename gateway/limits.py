@@ -85,14 +85,20 @@ class ClientCounter:
             del self.active[key]
 
 
+INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
 def presented_token(scope: Scope) -> str:
     """The bearer token a request or a stream presents: ``Authorization: Bearer``, or for a WebSocket also
-    ``?api_key=`` / ``?token=`` (a browser cannot set headers on one); "" for none."""
+    (a browser cannot set headers on one) the ``openai-insecure-api-key.<key>`` subprotocol that OpenAI's
+    browser clients offer, or ``?api_key=`` / ``?token=``; "" for none."""
     header = Headers(scope=scope).get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     if not token and scope["type"] == "websocket":
+        offered = [p for p in scope.get("subprotocols") or () if p.startswith(INSECURE_KEY_PROTOCOL)]
         query = QueryParams(scope.get("query_string", b""))
-        token = query.get("api_key", "") or query.get("token", "")
+        token = (offered[0][len(INSECURE_KEY_PROTOCOL):] if offered else "") or query.get("api_key", "") \
+            or query.get("token", "")
     return token
 
 

@@ -21,6 +21,7 @@ from gateway.limits import ClientCounter, PathBodyLimits, PerClientUploads, Uplo
 from gateway.metrics import MetricsMiddleware
 from gateway.routes import load_routers
 from gateway.routes.web import static_files
+from gateway.streaming.serving import Admission
 from gateway.triton import TritonClient
 from gateway.watchdog import Watchdog
 
@@ -74,8 +75,7 @@ def create_app(settings: Settings | None = None, *, triton: TritonClient | None 
     app.state.watchdog = None
     app.state.limiter = InFlightLimiter(settings.max_in_flight)
     app.state.upload_clients = ClientCounter(settings.max_requests_per_client)
-    app.state.stream_clients = ClientCounter(settings.max_streams_per_client)
-    app.state.stream_steps = asyncio.Semaphore(settings.stream_triton_concurrency)
+    app.state.stream_admission = Admission.from_settings(settings)  # live sessions (/v1/realtime, /v1/stream)
     errors.install(app)
     pace = UploadPace(idle_s=settings.body_idle_s, grace_s=settings.body_grace_s,
                       min_rate=settings.min_upload_kib_s * 1024)

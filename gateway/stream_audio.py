@@ -145,3 +145,36 @@ class WebmDecoder:
         finally:
             self.finished.set()
             self._on_output()
+
+
+def pcm16_samples(data: bytes) -> np.ndarray:
+    """Little-endian 16-bit PCM -> int16 samples (``FrameError`` for an odd number of bytes)."""
+    if len(data) % 2:
+        raise FrameError(f"{len(data)} bytes of pcm16: not a whole number of 16-bit samples")
+    return np.frombuffer(data, dtype="<i2")
+
+
+class Resampler:
+    """16-bit mono PCM at ``rate`` -> 16 kHz float32, chunk by chunk (libswresample keeps the filter state
+    between chunks, so chunk edges leave no clicks)."""
+
+    def __init__(self, rate: int) -> None:
+        import av
+
+        self.rate = rate
+        self._resampler = None if rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._pts = 0
+
+    def __call__(self, pcm: np.ndarray) -> np.ndarray:
+        if self._resampler is None:
+            return pcm.astype(np.float32) / 32768.0
+        import av
+
+        if not pcm.size:
+            return np.zeros(0, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = self.rate, self._pts
+        self._pts += pcm.size
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, dtype=np.float32)

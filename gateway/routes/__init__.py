@@ -6,7 +6,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTERS = ("system", "openai", "legacy", "web", "jobs", "stream")
+ROUTERS = ("system", "openai", "legacy", "web", "jobs", "stream", "realtime")
 
 
 def load_routers() -> list[APIRouter]:

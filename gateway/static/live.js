@@ -1,4 +1,5 @@
-// Live subtitles: microphone -> AudioWorklet -> 16 kHz int16 PCM -> /v1/stream; no dependencies.
+// Live subtitles: microphone -> AudioWorklet -> 16 kHz int16 PCM -> /v1/realtime (OpenAI Realtime
+// transcription session, server VAD); no dependencies.
 "use strict";
 
 const TARGET_RATE = 16000;
@@ -8,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   start: $("start"), stop: $("stop"), status: $("status"), latency: $("latency"), error: $("error"),
   committed: $("committed"), tentative: $("tentative"), language: $("language"), chinese: $("chinese"),
-  task: $("task"), level: document.querySelector("#level > div"),
+  level: document.querySelector("#level > div"),
 };
 
 // The worklet just forwards each 128-sample render quantum (mono) to the main thread.
@@ -57,11 +58,14 @@ function toInt16(samples) {
   return out;
 }
 
-function wsUrl() {
+// The page speaks OpenAI's Realtime protocol (transcription session, server VAD) to /v1/realtime. Browsers
+// cannot set headers on a WebSocket: a token given as ?api_key= goes in the openai-insecure-api-key subprotocol.
+function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const params = new URLSearchParams(location.search);
   const key = params.get("api_key") || params.get("token");
-  return `${proto}//${location.host}/v1/stream` + (key ? `?api_key=${encodeURIComponent(key)}` : "");
+  const protocols = ["realtime"].concat(key ? [`openai-insecure-api-key.${key}`] : []);
+  return new WebSocket(`${proto}//${location.host}/v1/realtime?intent=transcription`, protocols);
 }
 
 async function start() {
@@ -89,27 +93,32 @@ async function start() {
     ctx = new AudioContext(); // e.g. Firefox: resample in JS below
   }
   const s = {
-    stream, ctx, ws: null, pending: [], pendingLen: 0, sentSamples: 0, t0: 0, stopped: false,
-    resampler: new Resampler(ctx.sampleRate), lastLatency: null, latencies: [],
+    stream, ctx, ws: null, pending: [], pendingLen: 0, ready: false, stopped: false, speaking: false,
+    resampler: new Resampler(ctx.sampleRate), stoppedAt: {}, open: new Set(), latencies: [],
   };
   session = s;
 
-  const ws = new WebSocket(wsUrl());
-  ws.binaryType = "arraybuffer";
+  const ws = connect();
   s.ws = ws;
   ws.onopen = () => {
     ws.send(JSON.stringify({
-      type: "start", language: ui.language.value, task: ui.task.value, chinese: ui.chinese.value,
-      sample_rate: TARGET_RATE, format: "pcm_s16le",
+      type: "session.update",
+      session: {
+        type: "transcription",
+        audio: {
+          input: {
+            format: { type: "audio/pcm", rate: TARGET_RATE }, // 16 kHz: this server's extension of the protocol
+            transcription: { model: "whisper-1", language: ui.language.value, chinese_script: ui.chinese.value },
+            turn_detection: { type: "server_vad", threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 },
+          },
+        },
+      },
     }));
-    s.t0 = performance.now();
-    setStatus("listening");
-    ui.stop.disabled = false;
   };
   ws.onmessage = (msg) => onEvent(s, JSON.parse(msg.data));
   ws.onerror = () => showError("connection error");
   ws.onclose = (ev) => {
-    if (ev.code !== 1000 && ev.code !== 1005) showError(`stream closed (${ev.code}${ev.reason ? ": " + ev.reason : ""})`);
+    if (ev.code !== 1000 && ev.code !== 1005) showError(`session closed (${ev.code}${ev.reason ? ": " + ev.reason : ""})`);
     cleanup(s);
     if (ui.status.textContent !== "done") setStatus("idle");
   };
@@ -129,7 +138,7 @@ async function start() {
 }
 
 function onAudio(s, block) {
-  if (s.stopped || !s.ws || s.ws.readyState !== WebSocket.OPEN || !s.t0) return;
+  if (s.stopped || !s.ready || s.ws.readyState !== WebSocket.OPEN) return;
   let peak = 0;
   for (let i = 0; i < block.length; i++) peak = Math.max(peak, Math.abs(block[i]));
   ui.level.style.width = `${Math.min(100, peak * 140)}%`;
@@ -139,37 +148,79 @@ function onAudio(s, block) {
   if (s.pendingLen >= CHUNK_SAMPLES) flush(s);
 }
 
+function base64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
 function flush(s) {
   if (!s.pendingLen) return;
   const all = new Float32Array(s.pendingLen);
   let off = 0;
   for (const p of s.pending) { all.set(p, off); off += p.length; }
   s.pending = []; s.pendingLen = 0;
-  s.ws.send(toInt16(all).buffer);
-  s.sentSamples += all.length;
+  s.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(new Uint8Array(toInt16(all).buffer)) }));
 }
 
 function onEvent(s, ev) {
-  if (ev.type === "final") {
-    ui.committed.textContent += (ui.committed.textContent ? joiner(ev.text) : "") + ev.text;
-    const words = ev.words || [];
-    if (words.length) {
-      // Audio time sent so far vs the last committed word's end: how far the subtitles lag the speech.
-      const heard = s.sentSamples / TARGET_RATE;
-      const lag = Math.max(0, heard - words[words.length - 1].end);
-      s.latencies.push(lag);
-      const sorted = [...s.latencies].sort((a, b) => a - b);
-      const median = sorted[Math.floor(sorted.length / 2)];
-      ui.latency.textContent = `latency ${lag.toFixed(1)} s (median ${median.toFixed(1)} s)`;
+  switch (ev.type) {
+    case "session.updated":
+      s.ready = true;
+      setStatus("listening");
+      ui.stop.disabled = false;
+      break;
+    case "input_audio_buffer.speech_started":
+      s.speaking = true;
+      setStatus("speech");
+      break;
+    case "input_audio_buffer.speech_stopped":
+      s.speaking = false;
+      s.stoppedAt[ev.item_id] = performance.now();
+      setStatus(s.stopped ? "finishing…" : "listening");
+      break;
+    case "input_audio_buffer.committed":
+      s.open.add(ev.item_id);
+      break;
+    case "conversation.item.input_audio_transcription.delta":
+      ui.tentative.textContent += (ui.tentative.textContent || ui.committed.textContent ? joiner(ev.delta) : "") + ev.delta;
+      break;
+    case "conversation.item.input_audio_transcription.completed": {
+      // Each committed turn is one span: black, whole, as decoded once the speaker paused.
+      if (ev.transcript) {
+        const turn = document.createElement("span");
+        turn.className = "turn";
+        turn.textContent = (ui.committed.textContent ? joiner(ev.transcript) : "") + ev.transcript;
+        ui.committed.appendChild(turn);
+      }
+      ui.tentative.textContent = "";
+      const stopped = s.stoppedAt[ev.item_id];
+      if (stopped !== undefined) {
+        // How long after the speaker stopped (the pause detected) the turn's transcript arrived.
+        const lag = (performance.now() - stopped) / 1000;
+        s.latencies.push(lag);
+        const sorted = [...s.latencies].sort((a, b) => a - b);
+        ui.latency.textContent = `latency ${lag.toFixed(1)} s (median ${sorted[Math.floor(sorted.length / 2)].toFixed(1)} s)`;
+      }
+      s.open.delete(ev.item_id);
+      maybeDone(s);
+      break;
     }
-  } else if (ev.type === "partial") {
-    ui.tentative.textContent = ev.text ? (ui.committed.textContent ? joiner(ev.text) : "") + ev.text : "";
-  } else if (ev.type === "error") {
-    showError(ev.message);
-  } else if (ev.type === "done") {
-    ui.tentative.textContent = "";
-    ui.committed.textContent = ev.text;
+    case "conversation.item.input_audio_transcription.failed":
+      showError(ev.error.message);
+      s.open.delete(ev.item_id);
+      maybeDone(s);
+      break;
+    case "error":
+      showError(ev.error.message);
+      break;
+  }
+}
+
+function maybeDone(s) {
+  if (s.stopped && !s.speaking && s.open.size === 0) {
     setStatus("done");
+    s.ws.close(1000);
   }
 }
 
@@ -184,11 +235,14 @@ function stop() {
   ui.stop.disabled = true;
   flush(s);
   s.stopped = true;
-  if (s.ws && s.ws.readyState === WebSocket.OPEN) {
-    s.ws.send(JSON.stringify({ type: "stop" }));
-    setStatus("finishing…");
-  }
   stopAudio(s);
+  if (s.ws && s.ws.readyState === WebSocket.OPEN) {
+    setStatus("finishing…");
+    // The turn being spoken is committed now; the page is done when every committed turn is transcribed.
+    if (s.speaking) s.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    s.speaking = false;
+    maybeDone(s);
+  }
 }
 
 function stopAudio(s) {

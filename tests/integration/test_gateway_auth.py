@@ -234,10 +234,17 @@ def _ws_refused(base: str, endpoint: Endpoint, headers: dict, params: dict) -> b
         return exc.response.status_code in (401, 403)
 
 
+# The event that shows a WebSocket route served the client: /v1/stream's ``done`` after a stop; a realtime
+# session's ``session.created`` (the session is open and takes audio).
+WS_SERVED = {"/v1/stream": "done", "/v1/realtime": "session.created"}
+
+
 def _ws_accepted(base: str, endpoint: Endpoint, headers: dict, params: dict) -> dict:
     from websockets.sync.client import connect
 
     with connect(_ws_url(base, endpoint, params), additional_headers=headers, open_timeout=10) as ws:
+        if endpoint.path == "/v1/realtime":
+            return json.loads(ws.recv(timeout=60))
         ws.send(json.dumps({"type": "start", "format": "pcm_s16le", "model": "whisper-tiny-en"}))
         ws.send(json.dumps({"type": "stop"}))
         while True:
@@ -256,4 +263,4 @@ def test_websocket_refuses_bad_credentials(locked_gateway, endpoint):
 def test_websocket_accepts_the_token(locked_gateway, endpoint):
     for headers, params in (({"Authorization": f"Bearer {TOKEN}"}, {}), ({}, {"api_key": TOKEN})):
         event = _ws_accepted(locked_gateway, endpoint, headers, params)
-        assert event["type"] == "done", event
+        assert event["type"] == WS_SERVED[endpoint.path], event

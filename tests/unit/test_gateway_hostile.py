@@ -1,5 +1,5 @@
 """Hostile-but-valid clients and a stuck Triton, without a server: upload pace, per-client limits, the
-watchdog's verdicts, a stream's buffer cap at ingest, prompts written as control tokens."""
+watchdog's verdicts, a stream's buffer cap at ingest (on the streaming core), prompts written as control tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gateway.limits import ClientCounter, UploadPace, client_key
-from gateway.routes.stream import StartMessage, StreamConfig, StreamSession
+from gateway.results import Transcription
+from gateway.routes.stream import StartMessage, Stream
 from gateway.watchdog import Watchdog
 from tests.unit.test_gateway_api import URL, make_client, wav
 
@@ -242,64 +243,83 @@ class FloodSocket:
         self.sent.append(text)
 
 
+def live_stream(ws, decode, **settings):
+    """A ``/v1/stream`` connection (gateway.routes.stream.Stream) on the streaming core, server VAD faked
+    (every loud frame is speech), around ``ws`` and the fake ``decode``."""
+    from gateway.config import Settings
+    from gateway.results import Options
+    from gateway.streaming import session as core
+    from gateway.streaming.turns import ServerVad
+    from tests.unit.test_streaming import loud_vad
+
+    config = Settings(_env_file=None, **settings)
+    session = core.StreamSession(decode, core.Decoding("whisper", Options(language="en")),
+                                 core.StreamConfig.from_settings(config), ServerVad(), vad=loud_vad)
+    start = StartMessage("en", "transcribe", None, "pcm_s16le", "whisper")
+    return Stream(ws, start, config, session), session
+
+
 def test_a_stream_reads_nothing_while_its_buffer_is_at_the_cap():
-    config = StreamConfig(step_s=0.25, min_first_s=0.1, trim_s=2.0, max_buffer_s=4.0, max_ahead_s=1000.0, idle_s=60.0)
-    frame = (np.zeros(8000, dtype="<i2") + 100).tobytes()  # 0.5 s each; 60 s in all, ready at once
+    """The decode backlog (turns waiting + the open one) at GATEWAY_STREAM_MAX_BUFFER_S: no frame is read
+    until a decode has caught up; the rest of the flood waits in the client's socket."""
+    frame = (np.zeros(8000, dtype="<i2") + 3000).tobytes()  # 0.5 s of loud audio each; 60 s in all, ready at once
     ws = FloodSocket([frame] * 120)
     release = asyncio.Event()
-    steps = []
+    decoded = []
 
-    async def transcribe(model, audio, language, task, prompt, beam_size):
-        steps.append(audio.size)
+    async def decode(samples, options, model, conversion, final):
+        if not final:
+            return None  # partials skipped: busy
+        decoded.append(samples.size)
         await release.wait()  # Triton is slow
-        return [], "en"
+        return Transcription("x", "en", samples.size / 16000)
 
     async def scenario():
-        start = StartMessage("en", "transcribe", None, "pcm_s16le", "whisper")
-        session = StreamSession(ws, start, config, transcribe, lambda text: text)
-        receiver = asyncio.create_task(session.receive_loop())
-        worker = asyncio.create_task(session.work_loop())
-        await asyncio.sleep(0.2)
-        held = (ws.read, session.buffered)
-        release.set()  # steps finish: each trims the buffer, and reading resumes
+        stream, session = live_stream(ws, decode, stream_max_buffer_s=4.0, stream_max_turn_s=2.0,
+                                      stream_max_ahead_s=1000.0, stream_idle_s=60.0)
+        session.start()
+        receiver = asyncio.create_task(stream.receive_loop())
+        await asyncio.sleep(0.5)
+        held = (ws.read, session.backlog_s)
+        release.set()  # decodes finish: the backlog shrinks, and reading resumes
         await asyncio.sleep(1.0)
         after = ws.read
         receiver.cancel()
-        worker.cancel()
-        await asyncio.gather(receiver, worker, return_exceptions=True)
-        return held, after, session
+        await asyncio.gather(receiver, return_exceptions=True)
+        await session.close()
+        return held, after, stream
 
-    held, after, session = asyncio.run(scenario())
-    read, buffered = held
-    assert buffered <= config.cap_samples + 8000, f"buffer of {buffered / 16000:.1f} s past the cap"
-    assert read <= (config.cap_samples // 8000) + 2, f"{read} frames read while one step was stuck"
-    assert after > read and max(steps) <= config.cap_samples + 8000 and session.held_s > 0
+    held, after, stream = asyncio.run(scenario())
+    read, backlog = held
+    assert backlog <= 4.0 + 2.0 + 0.5, f"backlog of {backlog:.1f} s past the cap"
+    assert read <= (4.0 + 2.0) / 0.5 + 2, f"{read} frames read while the decode was stuck"
+    assert after > read and max(decoded) <= 2 * 16000 + 512 and stream.ingest.held_s > 0
 
 
 def test_a_stream_gets_no_more_steps_than_a_live_one():
-    """Audio at 20x real time (the ahead limit lifted): steps stay one per step_s of wall time."""
-    config = StreamConfig(step_s=0.5, min_first_s=0.5, max_ahead_s=1000.0)
+    """Audio at 20x real time (the ahead limit lifted): partial decodes stay one per step of wall time."""
 
     class Fast(FloodSocket):
         async def receive(self) -> dict:
             await asyncio.sleep(0.05)
             self.read += 1
-            return {"type": "websocket.receive", "bytes": (np.zeros(16000, dtype="<i2") + 100).tobytes()}
+            return {"type": "websocket.receive", "bytes": (np.zeros(16000, dtype="<i2") + 3000).tobytes()}
 
     ws, steps = Fast([]), []
 
-    async def transcribe(*args):
+    async def decode(samples, options, model, conversion, final):
         steps.append(time.monotonic())
-        return [], "en"
+        return Transcription("x", "en", samples.size / 16000)
 
     async def scenario():
-        start = StartMessage("en", "transcribe", None, "pcm_s16le", "whisper")
-        session = StreamSession(ws, start, config, transcribe, lambda text: text)
-        tasks = [asyncio.create_task(session.receive_loop()), asyncio.create_task(session.work_loop())]
+        stream, session = live_stream(ws, decode, stream_step_s=0.5, stream_max_ahead_s=1000.0,
+                                      stream_max_turn_s=30.0, stream_max_buffer_s=1000.0)
+        session.start()
+        receiver = asyncio.create_task(stream.receive_loop())
         await asyncio.sleep(1.3)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+        await session.close()
         return session
 
     session = asyncio.run(scenario())
@@ -308,17 +328,18 @@ def test_a_stream_gets_no_more_steps_than_a_live_one():
 
 
 def test_a_stream_faster_than_real_time_is_closed_with_1008():
-    config = StreamConfig(max_ahead_s=3.0)
     frame = (np.zeros(16000, dtype="<i2") + 100).tobytes()  # 1 s each, all at once: "20x real time"
     ws = FloodSocket([frame] * 30)
 
-    async def transcribe(*args):
-        return [], "en"
+    async def decode(*args):
+        return None
 
     async def scenario():
-        start = StartMessage("en", "transcribe", None, "pcm_s16le", "whisper")
-        session = StreamSession(ws, start, config, transcribe, lambda text: text)
-        return await asyncio.wait_for(session.receive_loop(), 2)
+        stream, session = live_stream(ws, decode, stream_max_ahead_s=3.0)
+        try:
+            return await asyncio.wait_for(stream.receive_loop(), 2)
+        finally:
+            await session.close()
 
     from gateway.routes.stream import POLICY, ProtocolError
 
@@ -329,8 +350,6 @@ def test_a_stream_faster_than_real_time_is_closed_with_1008():
 
 
 def test_a_stream_that_trickles_bytes_is_closed_once_its_audio_falls_behind_real_time():
-    config = StreamConfig(idle_s=0.5)
-
     class Trickle(FloodSocket):
         async def receive(self) -> dict:
             await asyncio.sleep(0.1)
@@ -339,14 +358,17 @@ def test_a_stream_that_trickles_bytes_is_closed_once_its_audio_falls_behind_real
 
     ws = Trickle([])
 
+    async def decode(*args):
+        return None
+
     async def scenario():
-        start = StartMessage("en", "transcribe", None, "pcm_s16le", "whisper")
-        session = StreamSession(ws, start, config, None, lambda text: text)
+        stream, session = live_stream(ws, decode, stream_idle_s=0.5)
         t0 = time.monotonic()
         try:
-            await asyncio.wait_for(session.receive_loop(), 5)
+            await asyncio.wait_for(stream.receive_loop(), 5)
         finally:
             elapsed = time.monotonic() - t0
+            await session.close()
         return elapsed
 
     from gateway.routes.stream import ProtocolError

@@ -1,182 +1,304 @@
-"""LocalAgreement-2 state machine (gateway/streaming.py): pure, no I/O."""
+"""The streaming core (gateway/streaming): turn detection, hypothesis agreement, and a session with a fake
+VAD and a fake decoder (no Triton, no model)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
 import pytest
 
-from gateway.streaming import LocalAgreement, TimedWord, join_words, normalize_word, words_from_segments
+from gateway.results import Options, Segment, Transcription
+from gateway.streaming import session as core
+from gateway.streaming.turns import ServerVad, TurnDetector
+from gateway.streaming.vad import FRAME
+
+SR = 16000
 
 
-def hyp(text: str, start: float = 0.0, step: float = 0.5) -> list[TimedWord]:
-    """' a b c' -> timed words, each ``step`` long, from ``start``."""
-    return [TimedWord(" " + w, start + i * step, start + (i + 1) * step) for i, w in enumerate(text.split())]
+def frames(*runs: tuple[float, float]) -> list[float]:
+    """(seconds, probability) runs -> one probability per 32 ms frame."""
+    out: list[float] = []
+    for seconds, p in runs:
+        out += [p] * int(round(seconds * SR / FRAME))
+    return out
 
 
-def test_commits_only_the_common_prefix_of_two_hypotheses():
-    la = LocalAgreement()
-    first = la.update(hyp("and so my"), buffer_end=1.5)
-    assert first.committed == [] and first.tentative_text == "and so my"
-    second = la.update(hyp("and so my fellow"), buffer_end=2.0)
-    assert second.committed_text == "and so my"
-    assert second.tentative_text == "fellow"
-    third = la.update(hyp("and so my fellow americans"), buffer_end=2.5)
-    assert third.committed_text == "fellow" and third.tentative_text == "americans"
-    assert la.text == "and so my fellow"
+# -- turn detection ------------------------------------------------------------------------------
+def test_a_turn_starts_with_its_padding_and_stops_after_the_silence():
+    detector = TurnDetector(ServerVad(threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500))
+    probs = frames((1.024, 0.0), (2.048, 0.9), (1.024, 0.0))
+    start, stop = detector.feed(probs, 0)
+    assert start.kind == "start" and start.speech == 32 * FRAME and start.sample == 32 * FRAME - 4800
+    assert stop.kind == "stop" and stop.speech == 96 * FRAME  # the end of the last speech frame
+    assert stop.sample == stop.speech + 16 * FRAME  # 500 ms of silence: 16 frames (15.6 rounded up)
+    assert not detector.in_turn
 
 
-def test_disagreement_commits_nothing_and_keeps_newest_as_tentative():
-    la = LocalAgreement()
-    la.update(hyp("and so my"), 1.5)
-    step = la.update(hyp("in sum i"), 1.5)
-    assert step.committed == [] and step.tentative_text == "in sum i"
-    step = la.update(hyp("in sum it"), 1.5)
-    assert step.committed_text == "in sum"
+def test_short_pauses_and_clicks_do_not_cut_or_open_a_turn():
+    detector = TurnDetector(ServerVad(silence_duration_ms=500))
+    click = detector.feed(frames((0.5, 0.0), (0.064, 0.9), (0.5, 0.0)), 0)  # two frames: no turn
+    assert click == []
+    first = len(frames((0.5, 0.0), (0.064, 0.9), (0.5, 0.0)))
+    # speech, a 300 ms pause (under 500 ms), speech, a value between the hysteresis thresholds
+    out = detector.feed(frames((1.0, 0.9), (0.3, 0.1), (1.0, 0.9), (0.3, 0.4), (0.6, 0.0)), first)
+    assert [b.kind for b in out] == ["start", "stop"]
 
 
-def test_case_and_punctuation_do_not_break_agreement_and_newest_form_wins():
-    la = LocalAgreement()
-    la.update(hyp("ask not what"), 1.5)
-    step = la.update([TimedWord(" Ask", 0, 0.5), TimedWord(" not,", 0.5, 1.0), TimedWord(" what", 1.0, 1.5)], 1.5)
-    assert step.committed_text == "Ask not, what"
-    assert normalize_word(" Country.") == "country"
+def test_a_long_turn_is_cut_at_its_quietest_frame_and_goes_on():
+    detector = TurnDetector(ServerVad(silence_duration_ms=500), max_turn_s=4.0)
+    probs = frames((3.0, 0.9), (0.096, 0.45), (3.0, 0.9))  # a dip, not silence, at 3.0-3.1 s
+    out = detector.feed(probs, 0)
+    kinds = [(b.kind, b.forced) for b in out]
+    assert kinds == [("start", False), ("stop", True), ("start", True)]
+    cut = out[1].sample
+    assert 3.0 <= cut / SR <= 3.11 and out[2].sample == cut  # inside the dip
+    assert detector.in_turn
 
 
-def test_committed_words_are_not_committed_twice_after_retranscription():
-    la = LocalAgreement()
-    la.update(hyp("one two three"), 1.5)
-    la.update(hyp("one two three four"), 2.0)
-    assert la.text == "one two three"
-    # The model transcribes the whole buffer again; only the words after the commit are new.
-    step = la.update(hyp("one two three four five"), 2.5)
-    assert step.committed_text == "four"
-    assert la.text == "one two three four"
+def test_keep_from_bounds_the_audio_kept_in_silence():
+    detector = TurnDetector(ServerVad(prefix_padding_ms=300))
+    detector.feed(frames((10.0, 0.0)), 0)
+    keep = detector.keep_from(10 * SR)
+    assert 10 * SR - keep <= 4800 + 2 * FRAME
 
 
-def test_ngram_overlap_at_the_edge_is_dropped():
-    la = LocalAgreement()
-    la.update(hyp("one two three"), 1.5)
-    la.update(hyp("one two three"), 1.5)
-    assert la.text == "one two three"
-    # Timing jitter puts a repeated "three" just after the last commit: it must not be committed again.
-    shifted = [TimedWord(" three", 1.45, 1.8), TimedWord(" four", 1.8, 2.2)]
-    la.update(shifted, 2.2)
-    step = la.update(shifted + [TimedWord(" five", 2.2, 2.6)], 2.6)
-    assert la.text == "one two three four"
-    assert step.committed_text == "four"
+# -- agreement -------------------------------------------------------------------------------
+def test_stable_prefix_ignores_case_and_punctuation_and_splits_cjk():
+    assert core.stable_prefix(core.tokens(" Ask not, what"), core.tokens(" ask not what your")) == 3
+    assert core.tokens("广州市 ok") == ["广", "州", "市", " ok"]
+    assert "".join(core.tokens(" And so, my fellow")) == " And so, my fellow"
 
 
-def test_prompt_is_committed_text_outside_the_buffer_only():
-    la = LocalAgreement(trim_after_s=2.0, max_buffer_s=4.0)
-    la.update(hyp("hello there."), 2.5)
-    step = la.update(hyp("hello there. general"), 2.5)
-    assert step.committed_text == "hello there."
-    assert step.trim_to == pytest.approx(1.0)  # the buffer is 2.5 s > 2 s: cut at the sentence end
-    assert la.buffer_start == pytest.approx(1.0)
-    assert la.prompt == "hello there."
-    la2 = LocalAgreement()
-    la2.update(hyp("hello there"), 1.0)
-    la2.update(hyp("hello there"), 1.0)
-    assert la2.text == "hello there" and la2.prompt == ""  # still in the buffer: not a prompt
+# -- a session -------------------------------------------------------------------------------
+def loud_vad():
+    """Speech wherever the frame is loud: a stand-in for Silero on synthetic audio."""
+    rest = np.zeros(0, dtype=np.float32)
+
+    def probs(samples: np.ndarray) -> np.ndarray:
+        nonlocal rest
+        audio = np.concatenate([rest, samples])
+        n = audio.size // FRAME
+        rest = audio[n * FRAME:]
+        return (np.abs(audio[: n * FRAME]).reshape(n, FRAME).mean(axis=1) > 0.05).astype(np.float32) * 0.9
+
+    return probs
 
 
-def test_prompt_is_bounded():
-    la = LocalAgreement(prompt_chars=20)
-    la.committed = hyp("the quick brown fox jumps over the lazy dog")
-    la.buffer_start = 100.0
-    assert len(la.prompt) <= 20
-    assert la.prompt.endswith("lazy dog") and not la.prompt.startswith(" ")
+class FakeDecoder:
+    def __init__(self, busy: bool = False, fail: bool = False) -> None:
+        self.calls: list[tuple[int, bool, Options]] = []
+        self.busy, self.fail = busy, fail
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, samples, options, model, conversion, final):
+        if not final and self.busy:
+            return None
+        self.calls.append((samples.size, final, options))
+        if self.gate is not None:
+            await self.gate.wait()
+        if final and self.fail:
+            raise RuntimeError("boom")
+        words = " one two three four five six".split()[: max(1, samples.size // SR)]
+        text = " " + " ".join(words)
+        return Transcription(text.strip(), "en", samples.size / SR, (Segment(0, 0, samples.size / SR, text),))
 
 
-def test_no_trim_while_buffer_is_short():
-    la = LocalAgreement(trim_after_s=10.0, max_buffer_s=20.0)
-    la.update(hyp("a b c."), 5.0)
-    step = la.update(hyp("a b c."), 5.0)
-    assert step.trim_to is None and la.buffer_start == 0.0
+def speech(seconds: float) -> np.ndarray:
+    return np.full(int(seconds * SR), 0.3, dtype=np.float32)
 
 
-def test_trims_at_committed_segment_end_when_no_sentence_end():
-    la = LocalAgreement(trim_after_s=3.0, max_buffer_s=10.0)
-    words = hyp("a b c d e f g h")  # 4 s of words, no punctuation
-    la.update(words, 4.0, segment_ends=[2.0, 4.0])
-    step = la.update(words, 4.0, segment_ends=[2.0, 4.0])
-    assert la.text == "a b c d e f g h"
-    assert step.trim_to == pytest.approx(4.0)
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SR), dtype=np.float32)
 
 
-def test_segment_end_beyond_the_commits_is_not_a_trim_point():
-    la = LocalAgreement(trim_after_s=3.0, max_buffer_s=10.0)
-    la.update(hyp("a b c d"), 4.0, segment_ends=[2.0, 4.0])
-    step = la.update(hyp("a b x y"), 4.0, segment_ends=[1.0, 4.0])
-    assert la.text == "a b"
-    assert step.trim_to == pytest.approx(1.0)  # the segment end at 1.0 is inside what is committed
+async def feed(session: core.StreamSession, audio: np.ndarray, chunk_s: float = 0.1, pause_s: float = 0.001) -> None:
+    step = int(chunk_s * SR)
+    for i in range(0, audio.size, step):
+        await session.append(audio[i:i + step])
+        await session.heard()  # as live audio would: the VAD keeps up
+        await asyncio.sleep(pause_s)
 
 
-def test_hard_cap_bounds_the_buffer_even_when_nothing_agrees():
-    la = LocalAgreement(trim_after_s=5.0, max_buffer_s=8.0)
-    end = 0.0
-    for i in range(40):  # 40 s of audio whose hypothesis never agrees with the previous one
-        end += 1.0
-        words = [TimedWord(f" w{i}_{j}", la.buffer_start + j * 0.5, la.buffer_start + j * 0.5 + 0.5)
-                 for j in range(int((end - la.buffer_start) / 0.5))]
-        la.update(words, end)
-        assert end - la.buffer_start <= 8.0 + 1.0 + 1e-6, (i, end, la.buffer_start)
-    assert la.buffer_start > 20.0
-    assert la.committed  # forced through rather than lost
+def drain(session: core.StreamSession) -> list:
+    out = []
+    while not session.events.empty():
+        out.append(session.events.get_nowait())
+    return out
 
 
-def test_hard_cap_on_silence_drops_old_audio():
-    la = LocalAgreement(trim_after_s=5.0, max_buffer_s=8.0)
-    for end in range(1, 30):
-        la.update([], float(end))
-        assert end - la.buffer_start <= 9.0
-    assert la.committed == []
+def make(decoder, turn=ServerVad(), **config) -> core.StreamSession:
+    decoding = core.Decoding("whisper", Options(language="en", prompt="Glossary"))
+    return core.StreamSession(decoder, decoding, core.StreamConfig(**config), turn, vad=loud_vad)
 
 
-def test_buffer_stays_bounded_over_a_long_agreeing_stream():
-    la = LocalAgreement(trim_after_s=6.0, max_buffer_s=12.0)
-    speech = [f"word{i}" + ("." if i % 7 == 6 else "") for i in range(400)]
-    t = 0.0
-    while t < 200.0:
-        t += 1.0
-        # The model hears the buffer: every word (0.5 s each) that lies inside [buffer_start, t].
-        first, last = int(round(la.buffer_start / 0.5)), int(t / 0.5)
-        words = [TimedWord(" " + speech[i], i * 0.5, (i + 1) * 0.5) for i in range(first, last)]
-        la.update(words, t)
-        assert t - la.buffer_start <= 12.0 + 1e-6
-    la.finish()
-    assert la.text.split() == speech[: len(la.text.split())]
-    assert len(la.text.split()) == 400
+async def test_each_turn_is_decoded_once_whole_with_partials_while_it_is_spoken():
+    decoder = FakeDecoder()
+    session = make(decoder, partial_s=0.05)  # the fed audio runs 20 times faster than real time
+    session.start()
+    await feed(session, np.concatenate([silence(1.0), speech(3.0), silence(1.0), speech(2.0), silence(1.0)]),
+               pause_s=0.005)
+    await session.finish()
+    events = drain(session)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("SpeechStarted") == kinds.count("Committed") == kinds.count("Completed") == 2
+    finals = [size for size, final, _ in decoder.calls if final]
+    assert len(finals) == 2  # one decode per turn ...
+    assert abs(finals[0] / SR - (0.3 + 3.0 + 0.5)) < 0.1  # ... of the turn: padding, speech, the silence
+    completed = [e for e in events if isinstance(e, core.Completed)]
+    assert completed[0].start_s == pytest.approx(0.7, abs=0.05) and completed[1].start_s > completed[0].end_s
+    partials = [(size, o) for size, final, o in decoder.calls if not final]
+    assert partials and all(size <= 4.2 * SR for size, _ in partials)  # the turn so far, never more
+    assert all(o.beam_size == 1 and not o.word_timestamps and o.vad_filter is False for _, o in partials)
+    # the second turn's prompt carries the client's prompt and the first turn's text
+    last = [o for _, final, o in decoder.calls if final][-1]
+    assert last.prompt.startswith("Glossary") and "one two three" in last.prompt
+    deltas = [e for e in events if isinstance(e, core.Delta) and e.delta]
+    assert deltas and deltas[0].delta == "one"  # stable once two hypotheses agree
+    started = [e for e in events if isinstance(e, core.SpeechStarted)]
+    assert started[0].start_s == pytest.approx(1.0, abs=0.05)
 
 
-def test_finish_and_flush_final_commit_the_tail():
-    la = LocalAgreement()
-    la.update(hyp("one two"), 1.0)
-    la.update(hyp("one two three"), 1.5)
-    assert la.finish() == [TimedWord(" three", 1.0, 1.5)]
-    assert la.text == "one two three"
-    lb = LocalAgreement()
-    lb.update(hyp("one two"), 1.0)
-    lb.update(hyp("one two three"), 1.5)
-    assert join_words(lb.flush_final(hyp("one two three four"))) == "three four"
-    assert lb.text == "one two three four" and lb.tentative == []
+async def test_partials_are_skipped_when_busy_and_finals_never_are():
+    decoder = FakeDecoder(busy=True)
+    session = make(decoder)
+    session.start()
+    await feed(session, np.concatenate([speech(3.0), silence(1.0)]))
+    await session.finish()
+    assert [final for _, final, _ in decoder.calls] == [True]
+    assert any(isinstance(e, core.Completed) for e in drain(session))
 
 
-def test_words_from_segments_shift_onto_the_stream_timeline():
-    segments = [{"start": 0.0, "end": 1.0, "text": " hi", "words": [{"word": " hi", "start": 0.1, "end": 0.9, "probability": 0.9}]},
-                {"start": 1.0, "end": 2.0, "text": "", "words": []}]
-    words, ends = words_from_segments(segments, offset=10.0)
-    assert words == [TimedWord(" hi", 10.1, 10.9, 0.9)]
-    assert ends == [11.0]
+async def test_manual_commits_and_clear():
+    decoder = FakeDecoder()
+    session = make(decoder, turn=None)
+    session.start()
+    with pytest.raises(core.EmptyBuffer):
+        await session.commit()
+    await feed(session, silence(0.05))
+    with pytest.raises(core.EmptyBuffer, match="buffer only has 50ms"):
+        await session.commit()
+    await feed(session, speech(1.0))
+    first = await session.commit()
+    await feed(session, speech(2.0))
+    session.clear()
+    await feed(session, speech(0.5))
+    second = await session.commit()
+    await session.finish()
+    events = drain(session)
+    assert not any(isinstance(e, (core.SpeechStarted, core.SpeechStopped)) for e in events)
+    committed = [e for e in events if isinstance(e, core.Committed)]
+    assert [c.item_id for c in committed] == [first, second] and committed[1].previous_item_id == first
+    assert any(isinstance(e, core.Cleared) for e in events)
+    assert [round(size / SR, 2) for size, final, _ in decoder.calls if final] == [1.05, 0.5]
 
 
-def test_chinese_words_join_without_spaces():
-    la = LocalAgreement()
-    words = [TimedWord("广州", 0, 0.4), TimedWord("市", 0.4, 0.6), TimedWord("房地产", 0.6, 1.2)]
-    la.update(words, 1.2)
-    la.update(words, 1.2)
-    assert la.text == "广州市房地产"
+async def test_a_manual_buffer_at_the_turn_cap_is_committed_not_dropped():
+    decoder = FakeDecoder()
+    session = make(decoder, turn=None, max_turn_s=2.0)
+    session.start()
+    await feed(session, speech(5.0))
+    await session.finish()
+    sizes = [size for size, final, _ in decoder.calls if final]
+    assert sum(sizes) == 5 * SR and max(sizes) <= 2 * SR
 
 
-def test_rejects_cap_below_trim():
-    with pytest.raises(ValueError):
-        LocalAgreement(trim_after_s=10.0, max_buffer_s=5.0)
+async def test_a_full_backlog_holds_the_client_back_until_a_decode_catches_up():
+    decoder = FakeDecoder(busy=True)
+    decoder.gate = asyncio.Event()  # Triton is slow
+    session = make(decoder, max_turn_s=2.0, max_backlog_s=4.0)
+    session.start()
+    await feed(session, speech(7.0))
+    await session.heard()
+    assert session.backlog_s > 4.0
+    room = asyncio.create_task(session.room())
+    await asyncio.sleep(0.05)
+    assert not room.done()
+    decoder.gate.set()
+    await asyncio.wait_for(room, 2)
+    await session.finish()
+    assert sum(size for size, final, _ in decoder.calls if final) >= 7 * SR - 4800  # nothing dropped
+
+
+async def test_a_failed_turn_is_reported_and_the_session_goes_on():
+    decoder = FakeDecoder(fail=True)
+    session = make(decoder, turn=None)
+    session.start()
+    await feed(session, speech(1.0))
+    await session.commit()
+    await feed(session, speech(1.0))
+    await session.commit()
+    await session.finish()
+    failed = [e for e in drain(session) if isinstance(e, core.Failed)]
+    assert len(failed) == 2 and str(failed[0].error) == "boom"
+
+
+async def test_close_cancels_the_decode_in_flight():
+    decoder = FakeDecoder()
+    decoder.gate = asyncio.Event()
+    session = make(decoder, turn=None)
+    session.start()
+    await feed(session, speech(1.0))
+    await session.commit()
+    while not decoder.calls:
+        await asyncio.sleep(0.01)
+    await session.close()
+    assert session._worker.cancelled()
+
+
+async def test_switching_between_server_vad_and_manual_commits_mid_session():
+    decoder = FakeDecoder()
+    session = make(decoder)
+    session.start()
+    await feed(session, np.concatenate([silence(0.5), speech(1.0)]))  # a VAD turn is open
+    session.set_turn_detection(None)
+    await feed(session, speech(0.5))
+    first = await session.commit()  # the client commits the turn the VAD opened
+    session.set_turn_detection(ServerVad())
+    await feed(session, np.concatenate([silence(1.0), speech(1.0), silence(1.0)]))
+    await session.finish()
+    events = drain(session)
+    committed = [e for e in events if isinstance(e, core.Committed)]
+    assert len(committed) == 2 and committed[0].item_id == first
+    assert committed[0].end_s == pytest.approx(2.0, abs=0.01)  # up to the commit
+    assert committed[1].start_s == pytest.approx(3.0 - 0.3, abs=0.05)  # the VAD's turn, with its padding
+    assert len([e for e in events if isinstance(e, core.Completed)]) == 2
+
+
+async def test_partials_are_skipped_while_any_sessions_final_is_decoded():
+    from gateway.streaming.serving import Admission, triton_decoder
+
+    class SlowTriton:
+        waiting = 0
+
+        def __init__(self) -> None:
+            self.gate = asyncio.Event()
+
+        async def transcribe(self, model, audio, options):
+            await self.gate.wait()
+            return Transcription("x", "en", audio.size / SR)
+
+    triton, admission = SlowTriton(), Admission(4, 2.0, partial_slots=1)
+    decode = triton_decoder(triton, admission)
+    samples = speech(1.0)
+    final = asyncio.create_task(decode(samples, Options(), "whisper", "none", True))
+    await asyncio.sleep(0)
+    assert admission.finals_in_flight == 1
+    assert await decode(samples, Options(), "whisper", "none", False) is None  # a final is in flight
+    triton.gate.set()
+    assert (await final).text == "x" and admission.finals_in_flight == 0
+    assert (await decode(samples, Options(), "whisper", "none", False)).text == "x"
+
+
+async def test_a_client_far_ahead_of_real_time_gets_no_more_partials_than_a_live_one():
+    import time
+
+    decoder = FakeDecoder()
+    session = make(decoder, partial_s=0.5, max_turn_s=30.0)
+    session.start()
+    t0 = time.monotonic()
+    await feed(session, speech(20.0))  # 20 s of audio in about 0.3 s
+    elapsed = time.monotonic() - t0
+    await session.finish()
+    partials = [size for size, final, _ in decoder.calls if not final]
+    assert len(partials) <= elapsed / 0.5 + 1, (len(partials), elapsed)
