@@ -17,139 +17,23 @@ Events leave through ``events`` (an ``asyncio.Queue``), in order; the protocol a
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
-import unicodedata
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import anyio
 import anyio.to_thread
 import numpy as np
 
-from gateway.results import Options, Transcription
+from gateway.streaming.config import Decoding, StreamConfig  # noqa: F401 (re-exported)
+from gateway.streaming.hypotheses import new_id, stable_prefix, tokens
+from gateway.streaming.outcomes import (  # noqa: F401 (re-exported: the adapters read them as session.*)
+    Cleared, Committed, Completed, Decoder, Delta, EmptyBuffer, Event, Failed, SpeechStarted, SpeechStopped)
 from gateway.streaming.turns import SAMPLE_RATE, Boundary, ServerVad, TurnDetector
-from gateway.streaming.vad import FRAME
+from gateway.streaming.vad import FRAME, SpeechProbability
 
 MIN_COMMIT = SAMPLE_RATE // 10  # OpenAI refuses to commit less than 100 ms
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    partial_s: float = 1.0  # new audio of the open turn between two partial decodes
-    min_partial_s: float = 0.5  # no partial of a turn shorter than this
-    partial_beam: int = 1  # greedy partials
-    final_beam: int = 1  # the turn's one decode (0: the model's default)
-    max_turn_s: float = 15.0  # a longer turn is cut at its quietest frame (and a manual buffer committed)
-    max_backlog_s: float = 30.0  # audio waiting to be decoded past which the client is no longer read
-    prompt_chars: int = 200  # previous turns' text given as the prompt
-
-    @classmethod
-    def from_settings(cls, settings) -> "StreamConfig":
-        return cls(partial_s=settings.stream_step_s, partial_beam=settings.stream_beam_size,
-                   final_beam=settings.stream_final_beam_size, max_turn_s=settings.stream_max_turn_s,
-                   max_backlog_s=max(settings.stream_max_buffer_s, settings.stream_max_turn_s))
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """What a session's turns are decoded with; ``options.prompt`` is the client's own prompt."""
-
-    model: str
-    options: Options
-    conversion: str = "none"
-
-
-# -- events (times in seconds on the session's timeline: 0 is its first sample) -----------------------
-@dataclass(frozen=True)
-class SpeechStarted:
-    item_id: str
-    start_s: float
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    item_id: str
-    end_s: float
-
-
-@dataclass(frozen=True)
-class Committed:
-    item_id: str
-    previous_item_id: str | None
-    start_s: float
-    end_s: float
-
-
-@dataclass(frozen=True)
-class Delta:
-    item_id: str
-    delta: str  # newly stable text ("" when nothing new agreed)
-    text: str  # the whole current hypothesis of the open turn
-    audio_end_s: float
-    compute_s: float
-
-
-@dataclass(frozen=True)
-class Completed:
-    item_id: str
-    result: Transcription  # times relative to start_s
-    start_s: float
-    end_s: float
-    compute_s: float
-
-
-@dataclass(frozen=True)
-class Failed:
-    item_id: str
-    error: Exception
-
-
-@dataclass(frozen=True)
-class Cleared:
-    pass
-
-
-Event = SpeechStarted | SpeechStopped | Committed | Delta | Completed | Failed | Cleared
-# (samples, options, model, conversion, final) -> the transcription, or None: a partial skipped, busy
-Decoder = Callable[[np.ndarray, Options, str, str, bool], Awaitable[Transcription | None]]
-
-
-class EmptyBuffer(ValueError):
-    """A commit with less than 100 ms of uncommitted audio."""
-
-
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
-
-
-def normalize_word(word: str) -> str:
-    """Comparison key: case, width and edge punctuation do not make two hypotheses disagree."""
-    text = unicodedata.normalize("NFKC", word).strip().lower()
-    return _EDGE_PUNCT.sub("", text) or text
-
-
-_TOKENS = re.compile(r"\s*[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]|\s*[^\s\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]+")
-
-
-def tokens(text: str) -> list[str]:
-    """Words with their leading space; CJK characters one by one."""
-    return _TOKENS.findall(text)
-
-
-def stable_prefix(previous: list[str], current: list[str]) -> int:
-    """How many leading tokens two hypotheses agree on (case, width and edge punctuation aside)."""
-    n = 0
-    for a, b in zip(previous, current):
-        if normalize_word(a) != normalize_word(b):
-            break
-        n += 1
-    return n
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 @dataclass
@@ -280,7 +164,7 @@ class StreamSession:
                 chunks, self._unheard = self._unheard, []
                 audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
                 if self._vad is None or self._vad_fresh:
-                    self._vad = await anyio.to_thread.run_sync(self._vad_factory or _silero)
+                    self._vad = await anyio.to_thread.run_sync(self._vad_factory or SpeechProbability)
                     self._vad_fresh = False
                 probs = await anyio.to_thread.run_sync(self._vad, audio, limiter=self._vad_limiter)
                 self._heard_to += audio.size
@@ -514,9 +398,3 @@ class StreamSession:
             self._history = (self._history + " " + result.text.strip())[-self.config.prompt_chars:]
         self._put(Completed(turn.item_id, result, turn.start / SAMPLE_RATE, turn.end / SAMPLE_RATE,
                             time.perf_counter() - t0))
-
-
-def _silero():
-    from gateway.streaming.vad import SpeechProbability
-
-    return SpeechProbability()
