@@ -3,22 +3,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from whisper_triton.protocol import Options, Segment, Word
+from whisper_triton.protocol import Options, Result, Segment, Word
 
 __all__ = ["Options", "Segment", "Transcription", "Word"]
 
 
 @dataclass(frozen=True)
-class Transcription:
-    """A model's answer (times in seconds on the original timeline), with the task and model that made it."""
+class Transcription(Result):
+    """A model's answer (the contract's ``Result``: times in seconds on the original timeline), with the
+    task and model that made it."""
 
-    text: str
-    language: str
-    duration: float
-    segments: tuple[Segment, ...] = field(default_factory=tuple)
     task: str = "transcribe"
     model: str = ""
 
