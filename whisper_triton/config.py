@@ -8,6 +8,7 @@ A bad value fails the model load with a message that names the parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
 from .cpu import CHOICES
@@ -76,8 +77,13 @@ class EngineConfig:
         """Whether a window in ``language`` may be decoded at a trimmed context first. A language still to
         be detected (None) is, when any language is listed: the first pass detects it, and a window in a
         language not listed is then decoded again at 30 s; with none listed, it is detected at 30 s."""
-        listed = {code.strip() for code in self.trim_languages.split(",") if code.strip()}
+        listed = self._trimmed_languages
         return bool(listed) if language is None else ("*" in listed or language in listed)
+
+    @cached_property
+    def _trimmed_languages(self) -> frozenset[str]:
+        """``trim_languages`` parsed once (``trims`` is asked for every window of every pass)."""
+        return frozenset(code.strip() for code in self.trim_languages.split(",") if code.strip())
 
     def validate(self) -> None:
         for name, check, why in _CHECKS:

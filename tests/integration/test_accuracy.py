@@ -15,9 +15,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import errors, read_split
+from benchmarks.accuracy import read_split
 from client import WhisperTritonClient
-from tests.utils.helpers import audio_of, clip
+from tests.utils.helpers import audio_of
 
 pytestmark = pytest.mark.integration
 
