@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from whisper_triton.protocol import SAMPLE_RATE
 
 
 class FrameError(ValueError):

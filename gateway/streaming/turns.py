@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.streaming.vad import FRAME
+from whisper_triton.protocol import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 MIN_SPEECH_FRAMES = 3  # 96 ms: a click is no turn
 HYSTERESIS = 0.15
 CUT_WINDOW_S = 3.0
