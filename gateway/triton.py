@@ -4,7 +4,9 @@ for the Whisper models (``transcribe``) and the speaker model (``speaker_windows
 Every request carries the inputs ``whisper_triton.protocol.request_arrays`` gives: all of them, defaults
 included, because Triton's dynamic batcher only batches requests that carry the same set of inputs -- except
 ``PROMPT``, sent only when there is one (a plain upload never waits for another request's prompted decode;
-see there). Requests are serialised off the event loop (``_sent``). Errors leave as ``APIError`` subclasses.
+see there). Inference requests are built and serialised to bytes in a worker thread and sent as bytes on
+the same channel (``_sent``): nothing the size of the audio is copied on the event loop. Errors leave as
+``APIError`` subclasses.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import grpc
 import numpy as np
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult, service_pb2
+from tritonclient.grpc._utils import _get_inference_request, get_error_grpc
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
@@ -33,7 +37,7 @@ OUTPUTS = protocol.OUTPUT_NAMES
 OTHER_MODEL = "other"  # the metrics label of every model name that is not a ready model
 PROBE_SAMPLES = 8000  # the watchdog's test inference: 0.5 s of silence (no speech: no decoding)
 SPEAKER_OUTPUTS = ("EMBEDDINGS", "SPANS", "REGIONS")
-SERIALISING_STEPS = 2  # loop turns a call takes to copy its request: tritonclient's, then gRPC's
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"  # Triton's gRPC method, called with bytes
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class TritonClient:
         self.retry_after_s = retry_after_s
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._serialising = asyncio.Lock()
+        self._serialising = asyncio.Lock()  # one request copied at a time: a waiting request holds no copy
         self.active = 0  # inference calls outstanding to Triton now
         self.waiting = 0  # requests waiting for a slot
         self.known_models: frozenset[str] = frozenset()  # the ready models seen last: the metrics labels
@@ -130,6 +134,10 @@ class TritonClient:
         self._down = asyncio.Event()  # set while the watchdog says Triton is not answering
         self.down_reason = ""
         self._client = InferenceServerClient(url)
+        # ModelInfer on tritonclient's own channel, taking the request already serialised (no serializer:
+        # gRPC sends the bytes as they are), answering with tritonclient's response message
+        self._model_infer = self._client._channel.unary_unary(
+            MODEL_INFER, request_serializer=None, response_deserializer=service_pb2.ModelInferResponse.FromString)
 
     async def close(self) -> None:
         await self._client.close()
@@ -217,24 +225,26 @@ class TritonClient:
             metrics.TRITON_LATENCY.labels(self.model_label(model)).observe(time.perf_counter() - start)
 
     async def _sent(self, model: str, inputs: Callable[[], list[InferInput]], outputs: tuple[str, ...],
-                    deadline_s: float) -> Any:
-        """The call, its request serialised one at a time: the inputs are built in a worker thread, then
-        tritonclient copies them into its request (the call's first step) and gRPC into its message (the
-        next loop turn, in the task gRPC starts for the call). Both steps run before the next request's, one
-        per loop turn, so other requests get a turn between two such copies (each of at most a few MB: long
-        audio goes in pieces, see ``service.transcribe``)."""
+                    deadline_s: float) -> InferResult:
+        """The call. Its request is built and serialised in a worker thread, one request at a time; the
+        event loop only hands the bytes to gRPC (tritonclient's own ``infer`` serialises on the loop: about
+        0.1 s for 300 s of audio, during which no other request gets a turn)."""
+        def request() -> bytes:
+            return _get_inference_request(
+                model_name=model, inputs=inputs(), model_version="", request_id="",
+                outputs=[InferRequestedOutput(name) for name in outputs], sequence_id=0, sequence_start=False,
+                sequence_end=False, priority=0, timeout=None, parameters=None).SerializeToString()
+
         async with self._serialising:
-            tensors = await anyio.to_thread.run_sync(inputs)
-            call = asyncio.ensure_future(self._client.infer(
-                model, tensors, outputs=[InferRequestedOutput(name) for name in outputs],
-                client_timeout=deadline_s))
-            try:
-                for _ in range(SERIALISING_STEPS):
-                    await asyncio.sleep(0)
-            except BaseException:
-                call.cancel()
-                raise
-        return await call  # cancelling this request cancels the call
+            payload = await anyio.to_thread.run_sync(request)
+        return await self._infer_bytes(payload, deadline_s)  # cancelling this request cancels the call
+
+    async def _infer_bytes(self, payload: bytes, deadline_s: float) -> InferResult:
+        """ModelInfer with a serialised request; gRPC errors as tritonclient raises them."""
+        try:
+            return InferResult(await self._model_infer(payload, timeout=deadline_s))
+        except grpc.RpcError as exc:
+            raise get_error_grpc(exc) from None
 
     async def ready_models(self) -> list[str]:
         """Names of the models in the repository index whose state is READY."""
@@ -259,9 +269,7 @@ class TritonClient:
         did not answer within ``timeout_s`` or Triton is unreachable."""
         silence = np.zeros(PROBE_SAMPLES, dtype=np.float32)
         try:
-            await self._client.infer(model, build_inputs(silence, Options()),
-                                     outputs=[InferRequestedOutput(name) for name in OUTPUTS],
-                                     client_timeout=timeout_s)
+            await self._sent(model, lambda: build_inputs(silence, Options()), OUTPUTS, timeout_s)
         except InferenceServerException as exc:
             if _unanswered(exc):
                 raise ServiceUnavailable(f"test inference: {exc.status() or exc.message()}") from None

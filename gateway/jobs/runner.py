@@ -212,7 +212,7 @@ class JobRunner:
             await in_thread(self.store.save_chunk, job, idx, on_timeline(result, (start, end)), end / SAMPLE_RATE,
                             self.lease_s, windows)
         parts = await in_thread(self.store.chunk_results, job.id)
-        merged = merge(parts, duration=job.duration, model=job.model, task=job.options.task)
+        merged = await in_thread(merge, parts, duration=job.duration, model=job.model, task=job.options.task)
         if job.diarize is not None:
             merged = await in_thread(self._with_speakers, job, merged)
         await in_thread(self.store.succeed, job, merged)

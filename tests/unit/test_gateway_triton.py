@@ -86,7 +86,8 @@ class _FakeResult:
 
 
 class _FakeGrpc:
-    """``infer`` blocks until released; records how many calls were outstanding at once."""
+    """Stands in for ``TritonClient._infer_bytes`` (the call with the serialised request): ``infer`` blocks
+    until released; records how many calls were outstanding at once."""
 
     def __init__(self, fail: set[int] = frozenset()):
         self.outstanding = 0
@@ -104,7 +105,7 @@ class _FakeGrpc:
                 self.arrived.clear()
                 await self.arrived.wait()
 
-    async def infer(self, model, inputs, outputs=None, client_timeout=None):
+    async def infer(self, payload, timeout):
         n = len(self.started)  # call order
         self.started.append(n)
         self.outstanding += 1
@@ -120,14 +121,12 @@ class _FakeGrpc:
             if not self.outstanding:
                 self.idle.set()
 
-    async def close(self):
-        pass
-
 
 def test_client_holds_requests_past_max_concurrency():
     async def scenario():
         client = TritonClient("127.0.0.1:1", max_concurrency=3)
-        fake = client._client = _FakeGrpc(fail={1})
+        fake = _FakeGrpc(fail={1})
+        client._infer_bytes = fake.infer
         fake.release = asyncio.Event()
         tasks = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
                  for _ in range(10)]
@@ -149,7 +148,8 @@ def test_client_holds_requests_past_max_concurrency():
 def test_a_cancelled_waiter_frees_nothing_it_did_not_take():
     async def scenario():
         client = TritonClient("127.0.0.1:1", max_concurrency=1)
-        fake = client._client = _FakeGrpc()
+        fake = _FakeGrpc()
+        client._infer_bytes = fake.infer
         fake.release = asyncio.Event()
         first = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
         second = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
@@ -176,13 +176,13 @@ def test_every_call_has_a_deadline_that_grows_with_its_audio():
     seen = []
 
     class Grpc(_FakeGrpc):
-        async def infer(self, model, inputs, outputs=None, client_timeout=None):
-            seen.append(client_timeout)
+        async def infer(self, payload, timeout):
+            seen.append(timeout)
             return _FakeResult()
 
     async def scenario():
         client = TritonClient("127.0.0.1:1", deadline_s=30, deadline_per_audio_s=0.5, timeout_s=100)
-        client._client = Grpc()
+        client._infer_bytes = Grpc().infer
         for seconds in (1, 60, 1000):
             await client.transcribe("whisper", np.zeros(16000 * seconds, np.float32), Options())
 
@@ -193,7 +193,8 @@ def test_every_call_has_a_deadline_that_grows_with_its_audio():
 def test_marked_down_fails_calls_in_flight_and_waiting_at_once_and_new_ones_until_up():
     async def scenario():
         client = TritonClient("127.0.0.1:1", max_concurrency=1)
-        fake = client._client = _FakeGrpc()
+        fake = _FakeGrpc()
+        client._infer_bytes = fake.infer
         fake.release = asyncio.Event()  # Triton never answers: a stopped server
         calls = [asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
                  for _ in range(3)]
@@ -215,7 +216,8 @@ def test_marked_down_fails_calls_in_flight_and_waiting_at_once_and_new_ones_unti
 def test_a_caller_that_goes_away_cancels_its_grpc_call():
     async def scenario():
         client = TritonClient("127.0.0.1:1")
-        fake = client._client = _FakeGrpc()
+        fake = _FakeGrpc()
+        client._infer_bytes = fake.infer
         fake.release = asyncio.Event()
         call = asyncio.create_task(client.transcribe("whisper", np.zeros(160, np.float32), Options()))
         await fake.until_outstanding(1)
