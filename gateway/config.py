@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     stream_idle_s: float = Field(30.0, gt=0)
     # Audio this far ahead of real time: /v1/realtime reads it at real time (paced), /v1/stream closes with 1008
     stream_max_ahead_s: float = Field(10.0, ge=0)
+    # /v1/stream's server VAD hears audio at most this far ahead of real time (the rest once the client stops):
+    # a client sending faster than real time costs no more VAD than a live one before it is closed
+    stream_vad_lead_s: float = Field(1.0, ge=0)
     stream_max_frame_kib: int = Field(1024, ge=1)  # largest client message (a realtime append: about 21 s of 24 kHz)
     # Live-session decodes outstanding to Triton at once, all sessions (each also counts against
     # max_triton_concurrency; finals first): live sessions cannot take all of Triton from uploads

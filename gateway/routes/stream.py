@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -236,8 +236,8 @@ def _session(ws: WebSocket, settings: Settings, start: StartMessage, ticket: int
     decoding = core.Decoding(start.model, options, service.conversion_for(settings, start.chinese, start.language))
     admission = ws.app.state.stream_admission
     turn = ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms, settings.stream_silence_ms)
-    return core.StreamSession(triton_decoder(ws.app.state.triton, admission), decoding,
-                              core.StreamConfig.from_settings(settings), turn,
+    config = replace(core.StreamConfig.from_settings(settings), vad_lead_s=settings.stream_vad_lead_s)
+    return core.StreamSession(triton_decoder(ws.app.state.triton, admission), decoding, config, turn,
                               observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
 
 

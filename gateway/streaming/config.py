@@ -17,6 +17,10 @@ class StreamConfig:
     max_turn_s: float = 15.0  # a longer turn is cut at its quietest frame (and a manual buffer committed)
     max_backlog_s: float = 30.0  # audio waiting to be decoded past which the client is no longer read
     prompt_chars: int = 200  # previous turns' text given as the prompt
+    # The VAD hears at most this far ahead of the session's wall clock (None: as fast as audio arrives).
+    # A live source never needs more; a client sending faster than real time costs no more VAD than a
+    # live one until it is refused (until the end of its audio, when the rest is heard at once).
+    vad_lead_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "StreamConfig":

@@ -8,6 +8,9 @@ turn does not grow with the session. While a turn is open, its audio so far is d
 partial is skipped when the decoder is busy (finals never are). A session's turns are decoded in order,
 each with the end of the previous turns' text as its prompt.
 
+With ``config.vad_lead_s``, the VAD hears audio no faster than real time plus that lead (until
+``finish``): a client far ahead of real time is not heard, at one core's cost, before it is refused.
+
 Nothing is dropped: while the audio waiting to be decoded exceeds ``max_backlog_s``, ``room()`` blocks
 and the adapter stops reading from its client (who is paced by its socket), until a decode catches up.
 Events leave through ``events`` (an ``asyncio.Queue``), in order; the protocol adapters
@@ -88,6 +91,8 @@ class StreamSession:
         self._hear = asyncio.Event()
         self._heard = asyncio.Event()
         self._heard.set()
+        self._started = time.monotonic()  # the session's wall clock, for the VAD's lead
+        self._paced = config.vad_lead_s is not None  # until finish: the rest is heard at once
         self.set_turn_detection(turn)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -161,8 +166,10 @@ class StreamSession:
             await self._hear.wait()
             self._hear.clear()
             while self._unheard and self._detector is not None:
-                chunks, self._unheard = self._unheard, []
-                audio = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+                audio = self._hearable()
+                if audio is None:  # ahead of the lead: wait for the clock (or finish)
+                    await self._until_hearable()
+                    continue
                 if self._vad is None or self._vad_fresh:
                     self._vad = await anyio.to_thread.run_sync(self._vad_factory or SpeechProbability)
                     self._vad_fresh = False
@@ -184,6 +191,30 @@ class StreamSession:
                 self._wake.set()
             if not self._unheard:
                 self._heard.set()
+
+    def _hearable(self) -> np.ndarray | None:
+        """The unheard audio the VAD may hear now (all of it, unless paced), taken off ``_unheard``."""
+        audio = np.concatenate(self._unheard) if len(self._unheard) > 1 else self._unheard[0]
+        if self._paced:
+            lead = self.config.vad_lead_s or 0.0
+            allowed = int((time.monotonic() - self._started + lead) * SAMPLE_RATE) - self._heard_to
+            if allowed < FRAME:
+                return None
+            if allowed < audio.size:
+                self._unheard = [audio[allowed:]]
+                return audio[:allowed]
+        self._unheard = []
+        return audio
+
+    async def _until_hearable(self) -> None:
+        """Sleeps until one more VAD frame is due by the clock, or ``finish`` lifts the pacing."""
+        due = self._started + (self._heard_to + FRAME) / SAMPLE_RATE - (self.config.vad_lead_s or 0.0)
+        try:
+            async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                await self._hear.wait()
+        except TimeoutError:
+            pass
+        self._hear.clear()
 
     def _boundary(self, b: Boundary) -> None:
         if b.kind == "start":
@@ -266,6 +297,8 @@ class StreamSession:
 
     async def finish(self) -> None:
         """End of audio: the open turn is committed (if it holds 100 ms), every turn decoded, then return."""
+        self._paced = False  # the client is done: what the VAD has not heard yet is heard at once
+        self._hear.set()
         await self.heard()
         if self._open is not None and self.received - self._open[1] >= MIN_COMMIT:
             await self.commit()

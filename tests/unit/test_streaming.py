@@ -302,3 +302,38 @@ async def test_a_client_far_ahead_of_real_time_gets_no_more_partials_than_a_live
     await session.finish()
     partials = [size for size, final, _ in decoder.calls if not final]
     assert len(partials) <= elapsed / 0.5 + 1, (len(partials), elapsed)
+
+
+async def test_a_paced_vad_hears_no_faster_than_real_time_and_the_rest_at_the_end():
+    import time
+
+    heard: list[int] = []
+    reached = asyncio.Event()
+
+    def counting_vad():
+        inner = loud_vad()
+
+        def probs(samples: np.ndarray) -> np.ndarray:
+            heard.append(samples.size)
+            if sum(heard) >= 1.0 * SR:
+                reached.set()
+            return inner(samples)
+
+        return probs
+
+    decoder = FakeDecoder()
+    decoding = core.Decoding("whisper", Options(language="en"))
+    session = core.StreamSession(decoder, decoding, core.StreamConfig(vad_lead_s=0.5), ServerVad(), vad=counting_vad)
+    t0 = time.monotonic()
+    session.start()
+    audio = np.concatenate([silence(1.0), speech(3.0), silence(1.0), speech(3.0), silence(2.0)])
+    for i in range(0, audio.size, SR // 10):  # 10 s of audio sent at once
+        await session.append(audio[i:i + SR // 10])
+    await asyncio.wait_for(reached.wait(), 5)
+    elapsed = time.monotonic() - t0
+    assert sum(heard) <= (elapsed + 0.5) * SR + FRAME  # a second's worth took at least half a second
+    assert elapsed >= 0.5 - 0.05
+    await session.finish()  # the client stopped: the rest is heard at once, nothing lost
+    assert sum(heard) // FRAME == audio.size // FRAME
+    assert [size for size, final, _ in decoder.calls if final] == [pytest.approx(3.3 * SR, abs=0.6 * SR)] * 2
+    assert time.monotonic() - t0 < 5
