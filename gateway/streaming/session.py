@@ -75,7 +75,9 @@ class StreamSession:
         self._last_item: str | None = None
         self._pending: deque[_Turn] = deque()
         self._partial_at = 0
-        self._partial_wall = 0.0  # when the last partial was decoded
+        # when the last partial was decoded; the first waits partial_s from the start too, so a client that
+        # is refused within its first second (one far ahead of real time) has cost no decode
+        self._partial_wall = time.monotonic()
         self._hypothesis: list[str] = []
         self._emitted = 0
         self._history = ""
@@ -356,6 +358,7 @@ class StreamSession:
         """A partial decode, given up (cancelled, in Triton too) as soon as a turn is committed: the final
         must not wait behind a partial of the same session. False when the decoder skipped it (busy)."""
         partial = asyncio.ensure_future(self._partial())
+        waker: asyncio.Future | None = None
         try:
             while not partial.done():
                 self._wake.clear()
@@ -367,9 +370,10 @@ class StreamSession:
                     await asyncio.wait({partial})
                     return True
             return partial.result()
-        finally:
-            if not partial.done():  # this worker was cancelled
-                partial.cancel()
+        finally:  # this worker was cancelled: neither task is left pending (nor logged as destroyed)
+            for task in (partial, waker):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def _sleep(self, timeout: float | None) -> None:
         self._wake.clear()
