@@ -386,7 +386,8 @@ def test_a_stream_faster_than_real_time_is_closed_before_its_audio_reaches_trito
     steps = _tiny_requests(triton) - before
     print(f"\n[fast stream] closed {code} after {elapsed:.1f} s, {steps:.0f} steps in Triton: {events[-1:]}")
     assert code == 1008 and "faster than real time" in events[-1]["message"]
-    assert elapsed < 3 and steps <= 2
+    # a session's first partial waits 1 s (GATEWAY_STREAM_STEP_S): a stream closed before that cost no decode
+    assert elapsed < 3 and steps <= (0 if elapsed < 0.9 else 1)
     assert all(e.get("buffer_s", 0) <= 5.5 for e in events)
 
 
