@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     stream_step_s: float = Field(1.0, ge=0.1)  # new audio of the open turn between two partial decodes
     stream_beam_size: int = Field(1, ge=0, le=16)  # partial decodes' beam; 0 = the model's default
     stream_final_beam_size: int = Field(1, ge=0, le=16)  # a turn's decode; 0 = the model's default
+    # Live decodes' encoder context: "trimmed" (about twice the sessions per core; live turns are short), "full"
+    # (faster-whisper's exact text, every turn at 30 s), "" (the model's trim_languages)
+    stream_context: Literal["", "trimmed", "full"] = "trimmed"
     stream_partial_concurrency: int = Field(2, ge=1)  # partial decodes outstanding, all sessions; more are skipped
     # Server VAD defaults (/v1/stream, and /v1/realtime until a session.update says otherwise)
     stream_vad_threshold: float = Field(0.5, ge=0, le=1)

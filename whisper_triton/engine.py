@@ -75,6 +75,7 @@ class _Job:
     word_timestamps: bool
     speech: Optional[list] = None  # VAD speech spans (samples) inside this window; None = the VAD did not run
     language_probability: float = 1.0
+    trim: Optional[bool] = None  # the request's CONTEXT: True trimmed, False full, None = trim_languages
     tokens: list[int] = field(default_factory=list)
     attempt: Attempt = Attempt(Verdict.RETRY, False, 0.0)  # how ``tokens`` scored
     full_context: bool = False  # decoded at the full 30 s context at temperature 0
@@ -183,6 +184,7 @@ class WhisperEngine:
                         language=opts.language, task=opts.task, prompt_tokens=prompt_tokens,
                         beam_size=opts.beam_size or self.config.beam_size, temperature=opts.temperature,
                         word_timestamps=opts.word_timestamps, speech=speech,
+                        trim=None if not opts.context else opts.context == "trimmed",
                     )
                 )
         self.stats.last_batch_sizes = []
@@ -251,7 +253,7 @@ class WhisperEngine:
 
     def _confident(self, job: _Job) -> bool:
         return (job.verdict is Verdict.OK and job.attempt.avg_logprob >= self.config.trim_min_logprob
-                and self.config.trims(job.language))
+                and self._trims(job))
 
     def _continuation(self, job: _Job) -> list[_Job]:
         """faster-whisper's seek: a window that stopped mid-segment loses the unfinished segment and is
@@ -275,7 +277,7 @@ class WhisperEngine:
                      language=job.language, task=job.task, prompt_tokens=previous, beam_size=job.beam_size,
                      temperature=job.temperature, word_timestamps=job.word_timestamps,
                      speech=None if job.speech is None else [Span(max(s.start, start), s.end) for s in job.speech if s.end > start],
-                     language_probability=job.language_probability)]
+                     language_probability=job.language_probability, trim=job.trim)]
 
     def _extra_jobs(self, job: _Job) -> list[_Job]:
         """The next round's work from one decoded window: the rest of it after an unfinished segment, and
@@ -298,7 +300,7 @@ class WhisperEngine:
             _Job(request=job.request, start=g.start, end=g.end, audio=job.audio[g.start - job.start:g.end - job.start],
                  language=job.language, task=job.task, prompt_tokens=job.prompt_tokens, beam_size=job.beam_size,
                  temperature=job.temperature, word_timestamps=job.word_timestamps, speech=[g],
-                 language_probability=job.language_probability)
+                 language_probability=job.language_probability, trim=job.trim)
             for g in gaps
         ]
 
@@ -315,12 +317,17 @@ class WhisperEngine:
         # own, so its text does not depend on the windows it shares a batch with
         # (a window whose language is not known yet gets its prompt again once it is detected: same length)
         prompts = [build_prompt(self.tokenizer(j.language, j.task), j.prompt_tokens) for j in jobs]
-        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context or not self.config.trims(j.language)))
+        keys = [(j.beam_size, t, len(p), self._context(j.samples, full_context or not self._trims(j)))
                 for j, t, p in zip(jobs, temps, prompts)]
         for batch_ids in plan_batches(keys, [j.samples for j in jobs], self.config.max_batch_windows):
             beam_size, temp, _, n_frames = keys[batch_ids[0]]
             self._decode_batch([jobs[i] for i in batch_ids], [prompts[i] for i in batch_ids], n_frames, beam_size,
                                temp, keep_best)
+
+    def _trims(self, job: _Job) -> bool:
+        """Whether the window is decoded first at a trimmed context: its request's CONTEXT, else the
+        model's ``trim_languages`` for its language."""
+        return self.config.trims(job.language) if job.trim is None else job.trim
 
     def _context(self, samples: int, full: bool) -> int:
         c = self.config

@@ -390,7 +390,7 @@ class StreamSession:
         end = self.received
         audio = self._slice(start, end)
         options = replace(self.decoding.options, prompt=self._prompt(), beam_size=self.config.partial_beam,
-                          word_timestamps=False, vad_filter=False)
+                          context=self.config.context, word_timestamps=False, vad_filter=False)
         t0 = time.perf_counter()
         try:
             result = await self.decode(audio, options, self.decoding.model, self.decoding.conversion, False)
@@ -419,7 +419,7 @@ class StreamSession:
 
     async def _final(self, turn: _Turn) -> None:
         options = replace(self.decoding.options, prompt=self._prompt(), beam_size=self.config.final_beam,
-                          vad_filter=False)
+                          context=self.config.context, vad_filter=False)
         t0 = time.perf_counter()
         try:
             result = await self.decode(turn.audio, options, self.decoding.model, self.decoding.conversion, True)

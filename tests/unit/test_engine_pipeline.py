@@ -202,3 +202,15 @@ def test_a_language_that_is_not_trimmed_is_decoded_at_full_context_at_once(monke
     engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(4)], trim_languages="de")
     engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en"))])
     assert [c.full for _, c in generator.calls] == [True] and engine.stats.rechecks == 0
+
+
+def test_a_requests_context_overrides_trim_languages(monkeypatch):
+    """CONTEXT "trimmed" (live turns) gets the trimmed first pass on a model that decodes every window at
+    30 s; "full" gets 30 s on a model that trims; both in one batch, each window on its own terms."""
+    engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(4)])  # trim_languages ""
+    engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en", context="trimmed")),
+                       TranscriptionRequest(audio(1, 5), Options(language="en"))])
+    assert sorted(c.full for _, c in generator.calls) == [False, True] and engine.stats.rechecks == 0
+    engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(4)], trim_languages="*")
+    engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en", context="full"))])
+    assert [c.full for _, c in generator.calls] == [True]

@@ -17,7 +17,7 @@ from gateway.triton import TritonClient, build_inputs, map_error, parse_outputs
 
 def test_every_input_of_the_model_is_sent_and_the_prompt_only_when_there_is_one():
     """Triton batches only requests with the same set of inputs: the gateway sends every input the model
-    declares, defaults included -- except PROMPT, so that a request with a prompt never shares an execution
+    declares, defaults included -- except PROMPT and CONTEXT (sent when set), so that a request with a prompt never shares an execution
     with one without (a plain upload never waits for a stream step's or a long prompt's decode)."""
     import re
     from pathlib import Path
@@ -25,11 +25,11 @@ def test_every_input_of_the_model_is_sent_and_the_prompt_only_when_there_is_one(
     config = (Path(__file__).resolve().parents[2] / "model_repository" / "whisper" / "config.pbtxt").read_text()
     declared = re.findall(r'name:\s*"([A-Z_]+)"', config.split("output [")[0])
     without = build_inputs(np.zeros(16000, dtype=np.float32), Options())
-    assert [i.name() for i in without] == [name for name in declared if name != "PROMPT"]
-    inputs = build_inputs(np.zeros(16000, dtype=np.float64), Options(prompt="Glossary: CTranslate2."))
+    assert [i.name() for i in without] == [name for name in declared if name not in ("PROMPT", "CONTEXT")]
+    inputs = build_inputs(np.zeros(16000, dtype=np.float64), Options(prompt="Glossary: CTranslate2.", context="trimmed"))
     by_name = {i.name(): i for i in inputs}
     assert list(by_name) == declared == ["AUDIO", "LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE",
-                                         "TEMPERATURE", "VAD_FILTER"]
+                                         "TEMPERATURE", "VAD_FILTER", "CONTEXT"]
     assert by_name["VAD_FILTER"].datatype() == "BYTES"
     assert by_name["AUDIO"].shape() == [1, 16000] and by_name["AUDIO"].datatype() == "FP32"
     assert {n: by_name[n].datatype() for n in ("LANGUAGE", "TASK", "PROMPT", "WORD_TIMESTAMPS", "BEAM_SIZE",

@@ -60,18 +60,28 @@ def test_tensor_names_and_the_segment_schema_are_defined_once():
 
 def test_request_arrays_round_trip_through_parse_request():
     options = Options(language="zh", task="translate", prompt="Glossary", word_timestamps=True, beam_size=3,
-                      temperature=0.2, vad_filter=False)
+                      temperature=0.2, vad_filter=False, context="trimmed")
     arrays = protocol.request_arrays(np.ones(800, np.float64), options)
-    assert list(arrays) == list(protocol.INPUT_NAMES)  # all of them, in order, with a prompt
+    assert list(arrays) == list(protocol.INPUT_NAMES)  # all of them, in order, with a prompt and a context
     assert {n: a.dtype for n, a in arrays.items()} == {t.name: np.dtype(t.dtype) for t in protocol.INPUTS}
     assert arrays["AUDIO"].shape == (1, 800) and all(a.shape == (1, 1) for n, a in arrays.items() if n != "AUDIO")
     audio, parsed = protocol.parse_request(arrays.get)
     assert audio.shape == (800,) and parsed == Options(language="zh", task="translate", prompt="Glossary",
                                                        word_timestamps=True, beam_size=3,
-                                                       temperature=pytest.approx(0.2), vad_filter=False)
+                                                       temperature=pytest.approx(0.2), vad_filter=False,
+                                                       context="trimmed")
     plain = protocol.request_arrays(np.ones(10), Options())
-    assert list(plain) == [n for n in protocol.INPUT_NAMES if n != "PROMPT"]  # PROMPT only when there is one
+    # PROMPT and CONTEXT only when set
+    assert list(plain) == [n for n in protocol.INPUT_NAMES if n not in ("PROMPT", "CONTEXT")]
     assert protocol.parse_request(plain.get)[1] == Options()
+
+
+def test_an_unknown_context_fails_alone():
+    arrays = protocol.request_arrays(np.ones(10), Options(context="full"))
+    assert protocol.parse_request(arrays.get)[1].context == "full"
+    arrays["CONTEXT"] = np.array([[b"half"]], dtype=object)
+    with pytest.raises(protocol.InvalidArgument, match="CONTEXT"):
+        protocol.parse_request(arrays.get)
 
 
 def test_detect_is_one_value():
