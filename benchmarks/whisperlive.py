@@ -29,10 +29,11 @@ seconds since the first frame; a second of audio has been sent ``t`` s after the
   when it starts at or after the end of the previous kept one, plus the last partial segment at the end
   when it differs (so audio that never got a ``completed`` still counts for WER, as in its client).
 
-After the audio, the session waits until the last message has no partial segment and ``SETTLE_S`` seconds
-have passed without a message, or until the server has said nothing for ``QUIET_S`` seconds (it sends
-nothing for silence), at most ``TAIL_LIMIT_S`` after the end of the audio; then it sends ``END_OF_AUDIO``
-and closes.
+After the audio, the session waits as WhisperLive's own client does (``wait_before_disconnect``): until
+the text of the last segment received has not changed for ``NO_CHANGE_S`` (its
+``disconnect_if_no_response_for``, 15 s), at most ``TAIL_LIMIT_S`` after the end of the audio; then it
+sends ``END_OF_AUDIO`` and closes. The session's wall time is therefore 15 s longer than its audio; the
+latencies above do not include that wait.
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".venv-peers"
 RATE = 16000
 CHUNK_S = 0.1
-SETTLE_S = 3.0
-QUIET_S = 30.0
+NO_CHANGE_S = 15.0
 TAIL_LIMIT_S = 120.0
 
 # Run inside the peer venv: argv = host, port, model_dir, max_clients.
@@ -192,19 +192,15 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
 
         sender = asyncio.create_task(send())
         spans: set[tuple[str, str]] = set()
-        last_message, pending = time.monotonic(), False
-        while True:
+        last_change, last_text = time.monotonic(), None
+        ended = t0 + audio.size / RATE
+        while not (sender.done() and (time.monotonic() - last_change > NO_CHANGE_S
+                                      or time.monotonic() - ended > TAIL_LIMIT_S)):
             try:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
             except TimeoutError:
-                now = time.monotonic()
-                ended = t0 + audio.size / RATE
-                quiet = now - last_message
-                if sender.done() and ((not pending and quiet > SETTLE_S) or quiet > QUIET_S or now - ended > TAIL_LIMIT_S):
-                    break
                 continue
             now = time.monotonic() - t0
-            last_message = time.monotonic()
             if message.get("status") in ("ERROR", "WARNING") or message.get("message") == "DISCONNECT":
                 out["errors"].append(message)
                 if message.get("message") == "DISCONNECT":
@@ -226,7 +222,8 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
                         transcript.append(seg)
             tail = segments[-1]
             last["partial"] = None if tail.get("completed") else tail
-            pending = last["partial"] is not None
+            if tail["text"] != last_text:
+                last_change, last_text = time.monotonic(), tail["text"]
         if sender.done():
             await sender
         else:
