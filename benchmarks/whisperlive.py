@@ -6,8 +6,8 @@ match our deployment (base, int8, CPU, 2 cores):
 
 - ``backend="faster_whisper"`` with ``faster_whisper_custom_model_path`` = our base CTranslate2 directory
   (the same weights); WhisperLive picks ``compute_type="int8"`` itself on a machine without CUDA;
-- ``single_model=True``: one model shared by all clients behind a lock, as its ``run_server.py`` does by
-  default for a custom model (one model per client would load N copies and oversubscribe 2 cores);
+- ``single_model=True``: one model shared by all clients behind a lock, as the repository's ``run_server.py`` does
+  by default for a custom model (one model per client would load N copies and oversubscribe 2 cores);
 - ``OMP_NUM_THREADS=2``: that one model may use both cores (``run_server.py`` defaults to 1; our Triton
   model runs 2 one-thread instances, so 2 threads is the same CPU);
 - ``max_clients`` (default 4, WhisperLive's own default): further clients get its ``WAIT`` answer, counted
@@ -16,8 +16,8 @@ match our deployment (base, int8, CPU, 2 cores):
   ``language="en"``, ``task="transcribe"``; audio goes as float32 16 kHz frames of 100 ms at real time,
   like our sessions' 100 ms appends.
 
-What one session measures (``whisperlive_session``), on the audio timeline (segment ``start``/``end`` in
-seconds since the first frame; a second of audio has been sent ``t`` s after the session's first frame):
+What one session measures (``whisperlive_session``), on the audio timeline (segment ``start``/``end`` are
+seconds of the session's audio; at real-time pace audio second ``t`` has been sent ``t`` s after the start):
 
 - turn latency, per completed segment: from the moment the audio of the segment's ``end`` had been sent
   to the first message that reports that segment with ``completed: true``. WhisperLive completes a
@@ -29,11 +29,13 @@ seconds since the first frame; a second of audio has been sent ``t`` s after the
   when it starts at or after the end of the previous kept one, plus the last partial segment at the end
   when it differs (so audio that never got a ``completed`` still counts for WER, as in its client).
 
-After the audio, the session waits as WhisperLive's own client does (``wait_before_disconnect``): until
-the text of the last segment received has not changed for ``NO_CHANGE_S`` (its
-``disconnect_if_no_response_for``, 15 s), at most ``TAIL_LIMIT_S`` after the end of the audio; then it
-sends ``END_OF_AUDIO`` and closes. The session's wall time is therefore 15 s longer than its audio; the
-latencies above do not include that wait.
+After the audio, the session waits until the server has caught up: its segments reach the end of the
+speech (the last non-zero sample, ``REACH_S`` of slack) and the last segment is completed or its text has
+not changed for ``NO_CHANGE_S`` (15 s, the patience of WhisperLive's own client, its
+``disconnect_if_no_response_for``); at most ``TAIL_LIMIT_S`` after the end of the audio. Then it sends
+``END_OF_AUDIO`` and closes. (WhisperLive's client counts its 15 s from the last change even while a
+lagging server is still working, and would leave with the tail untranscribed; this waits for the server,
+as our sessions wait for every committed turn.) The latencies above do not include that wait.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ PEER_VENV = ROOT / ".venv-peers"
 RATE = 16000
 CHUNK_S = 0.1
 NO_CHANGE_S = 15.0
-TAIL_LIMIT_S = 120.0
+REACH_S = 2.0
+TAIL_LIMIT_S = 90.0
 
 # Run inside the peer venv: argv = host, port, model_dir, max_clients.
 _RUNNER = """
@@ -194,8 +197,15 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
         spans: set[tuple[str, str]] = set()
         last_change, last_text = time.monotonic(), None
         ended = t0 + audio.size / RATE
-        while not (sender.done() and (time.monotonic() - last_change > NO_CHANGE_S
-                                      or time.monotonic() - ended > TAIL_LIMIT_S)):
+        voiced = np.flatnonzero(audio)
+        speech_end = (voiced[-1] + 1) / RATE if voiced.size else 0.0
+        reached = 0.0  # the latest segment end the server has reported
+
+        def caught_up() -> bool:
+            settled = last["partial"] is None or time.monotonic() - last_change > NO_CHANGE_S
+            return reached >= speech_end - REACH_S and settled
+
+        while not (sender.done() and (caught_up() or time.monotonic() - ended > TAIL_LIMIT_S)):
             try:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
             except TimeoutError:
@@ -214,6 +224,7 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
                 if key not in spans:
                     spans.add(key)
                     seen.append((now, float(seg["start"]), float(seg["end"])))
+                    reached = max(reached, float(seg["end"]))
                 if seg.get("completed"):
                     if seg["start"] not in completed:
                         completed[seg["start"]] = {"start": float(seg["start"]), "end": float(seg["end"]),
