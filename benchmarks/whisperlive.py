@@ -6,8 +6,9 @@ match our deployment (base, int8, CPU, 2 cores):
 
 - ``backend="faster_whisper"`` with ``faster_whisper_custom_model_path`` = our base CTranslate2 directory
   (the same weights); WhisperLive picks ``compute_type="int8"`` itself on a machine without CUDA;
-- ``single_model=True``: one model shared by all clients behind a lock, as the repository's ``run_server.py`` does
-  by default for a custom model (one model per client would load N copies and oversubscribe 2 cores);
+- ``single_model=True``: one model shared by all clients behind a lock, as the repository's
+  ``run_server.py`` does by default for a custom model (one model per client would load N copies and
+  oversubscribe 2 cores);
 - ``OMP_NUM_THREADS=2``: that one model may use both cores (``run_server.py`` defaults to 1; our Triton
   model runs 2 one-thread instances, so 2 threads is the same CPU);
 - ``max_clients`` (default 4, WhisperLive's own default): further clients get its ``WAIT`` answer, counted
