@@ -47,11 +47,27 @@ bench: system-deps venv weights
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# 1, 4, 8, 16 concurrent /v1/realtime sessions of real speech with pauses (STREAM_BENCH_ARGS, e.g. --sessions 1,4).
+# 1, 4, 8, 16 concurrent /v1/realtime sessions of real speech with pauses (STREAM_BENCH_ARGS, e.g. --sessions 1,4;
+# --peer whisperlive adds WhisperLive's rows, from its own venv made by peers-venv).
 .PHONY: bench-stream
-bench-stream: venv weights
+bench-stream: venv weights $(if $(findstring --peer,$(STREAM_BENCH_ARGS)),peers-venv)
 	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.streaming $(STREAM_BENCH_ARGS)
+
+# The peer servers' venv (.venv-peers), apart from .venv: WhisperLive with --no-deps, the engine pinned as
+# ours, and a CPU torch (its server imports torch; the faster_whisper path only asks it whether CUDA is
+# there): a local CPU wheel when the machine has one, else PyTorch's CPU index.
+PEER_VENV := .venv-peers
+PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat benchmarks/peers/requirements.txt | sha1sum | cut -c1-12)
+PEER_TORCH ?= $(or $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl)),torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)
+.PHONY: peers-venv
+peers-venv: $(PEER_STAMP)
+$(PEER_STAMP): benchmarks/peers/requirements.txt
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	$(PEER_VENV)/bin/python -m pip install -q $(PEER_TORCH)
+	$(PEER_VENV)/bin/python -m pip install -q --no-deps whisper-live==0.10.0
+	@rm -f $(PEER_VENV)/.installed-*; touch $@
 
 # A normal 11 s upload's latency, idle and under the hostile load of issue 11 (slow uploads, fast streams,
 # a control-token prompt), in one run; HOSTILE_ARGS (--requests, --ramp, --slow, --streams, --speed).
@@ -78,4 +94,4 @@ soak: venv weights
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf build $(VENV) .pytest_cache
+	rm -rf build $(VENV) $(PEER_VENV) .pytest_cache

@@ -11,6 +11,9 @@
    gateway per second of wall time. Sessions start ``--stagger`` seconds apart, as users arrive: admission
    control refuses those the server cannot hold in real time.
 2. Optionally (``--sse``) the ``stream=true`` upload against the same upload without ``stream``.
+3. Optionally (``--peer whisperlive``) the same levels, on the same audio per session, against WhisperLive
+   (benchmarks/whisperlive.py: same base weights, int8, the 2 cores), started after our stack has stopped
+   so that each has the machine; its rows carry ``"server": "WhisperLive"`` and reuse our uploads' WER.
 
 Writes ``benchmarks/results/<date>-<machine>-realtime/``: report.md, summary.json, latency_vs_sessions.png.
 """
@@ -34,6 +37,10 @@ from .common import audio_of, error_rate, load_clips, machine_description, resul
 
 RATE = 16000
 WIRE_RATE = 24000
+
+
+PEER_SETTINGS = ("whisper-live 0.10.0, faster_whisper backend, the same base CTranslate2 weights, int8, one shared "
+                 "model (single_model), OMP_NUM_THREADS=2, max_clients={max_clients}, use_vad")
 
 
 def log(msg: str) -> None:
@@ -152,16 +159,25 @@ def offline(url: str, audios: list[np.ndarray], model: str) -> list[str]:
                           data={"model": model, "language": "en"}).raise_for_status().json()["text"] for a in audios]
 
 
+def session_inputs(clips, n: int, seconds: float, gap: float) -> list[tuple[np.ndarray, str]]:
+    """The audio and reference of each of ``n`` sessions: every session its own order of the clips."""
+    inputs = []
+    for k in range(n):
+        rotated = clips[(k * 3) % len(clips):] + clips[:(k * 3) % len(clips)]
+        inputs.append(joined(rotated, seconds, gap))
+    return inputs
+
+
 def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: float, levels: list[int],
-                      model: str, stagger_s: float) -> list[dict]:
+                      model: str, stagger_s: float, uploads_by_level: dict[int, list[str]] | None = None) -> list[dict]:
+    """Our rows; fills ``uploads_by_level`` with each level's upload transcripts (for the peer's rows)."""
     rows = []
     ws_url = url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
     for n in levels:
-        inputs = []
-        for k in range(n):  # every session its own order of the clips
-            rotated = clips[(k * 3) % len(clips):] + clips[:(k * 3) % len(clips)]
-            inputs.append(joined(rotated, seconds, gap))
+        inputs = session_inputs(clips, n, seconds, gap)
         uploads = offline(url, [a for a, _ in inputs], model)
+        if uploads_by_level is not None:
+            uploads_by_level[n] = uploads
         log(f"/v1/realtime: {n} concurrent session(s) of {np.mean([a.size for a, _ in inputs]) / RATE:.0f} s at real time")
         cpu0, wall0 = cpu_seconds(triton.pid, gateway.pid), time.monotonic()
         gateway_cpu0 = cpu_seconds(gateway.pid)
@@ -172,24 +188,59 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
         results = asyncio.run(run_all())
         wall = time.monotonic() - wall0
         cpu, gateway_cpu = cpu_seconds(triton.pid, gateway.pid) - cpu0, cpu_seconds(gateway.pid) - gateway_cpu0
-        served = [(r, ref, up) for r, (_, ref), up in zip(results, inputs, uploads) if r["refused"] is None]
-        lat = [x for r, _, _ in served for x in r["turn_latency"]]
-        first = [x for r, _, _ in served for x in r["first_delta"]]
-        pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v else None  # noqa: E731
-        rows.append({
-            "sessions": n, "served": len(served), "refused": n - len(served),
-            "turns": sum(r["turns"] for r, _, _ in served),
-            "turn_latency_p50_s": pct(lat, 50), "turn_latency_p95_s": pct(lat, 95),
-            "turn_latency_max_s": round(max(lat), 3) if lat else None,
-            "first_delta_p50_s": pct(first, 50), "first_delta_p95_s": pct(first, 95),
-            "wer": round(error_rate([ref for _, ref, _ in served], [r["text"] for r, _, _ in served], "en"), 4),
-            "wer_upload": round(error_rate([ref for _, ref, _ in served], [up for _, _, up in served], "en"), 4),
-            "errors": sum(len(r["errors"]) for r, _, _ in served),
-            "closed": sum(1 for r, _, _ in served if r["closed"]),
-            "load_avg": round(os.getloadavg()[0], 1),
-            "cpu_per_s": round(cpu / wall, 2), "gateway_cpu_per_s": round(gateway_cpu / wall, 2),
-            "refusals": sorted({r["refused"] for r in results if r["refused"]}),
-        })
+        rows.append(level_row("this gateway", n, results, inputs, uploads, cpu / wall, round(gateway_cpu / wall, 2)))
+        log(f"  {rows[-1]}")
+    return rows
+
+
+def level_row(server: str, n: int, results: list[dict], inputs: list[tuple[np.ndarray, str]],
+              uploads: list[str] | None, cpu_per_s: float, gateway_cpu_per_s: float | None) -> dict:
+    """One level's row of the table from its sessions' results (refused sessions left out of the figures)."""
+    uploads = uploads or [None] * len(inputs)
+    served = [(r, ref, up) for r, (_, ref), up in zip(results, inputs, uploads) if r["refused"] is None]
+    lat = [x for r, _, _ in served for x in r["turn_latency"]]
+    first = [x for r, _, _ in served for x in r["first_delta"]]
+    pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v else None  # noqa: E731
+    refs = [ref for _, ref, _ in served]
+    have_uploads = bool(served) and all(up is not None for _, _, up in served)
+    return {
+        "server": server, "sessions": n, "served": len(served), "refused": n - len(served),
+        "turns": sum(r["turns"] for r, _, _ in served),
+        "turn_latency_p50_s": pct(lat, 50), "turn_latency_p95_s": pct(lat, 95),
+        "turn_latency_max_s": round(max(lat), 3) if lat else None,
+        "first_delta_p50_s": pct(first, 50), "first_delta_p95_s": pct(first, 95),
+        "wer": round(error_rate(refs, [r["text"] for r, _, _ in served], "en"), 4) if served else None,
+        "wer_upload": round(error_rate(refs, [up for _, _, up in served], "en"), 4) if have_uploads else None,
+        "errors": sum(len(r["errors"]) for r, _, _ in served),
+        "closed": sum(1 for r, _, _ in served if r["closed"]),
+        "load_avg": round(os.getloadavg()[0], 1),
+        "cpu_per_s": round(cpu_per_s, 2), "gateway_cpu_per_s": gateway_cpu_per_s,
+        "refusals": sorted({r["refused"] for r in results if r["refused"]}),
+    }
+
+
+def whisperlive_levels(clips, seconds: float, gap: float, levels: list[int], stagger_s: float,
+                       uploads_by_level: dict[int, list[str]], logs: Path, max_clients: int) -> list[dict]:
+    """The same levels, on the same audio per session (``session_inputs``), against WhisperLive; a fresh
+    server per level (no state carried over); CPU: the WhisperLive server process per second of wall time."""
+    from .common import model_path
+    from .whisperlive import whisperlive_server, whisperlive_session
+
+    rows = []
+    for n in levels:
+        inputs = session_inputs(clips, n, seconds, gap)
+        with whisperlive_server(model_path("bundled:base"), logs, max_clients=max_clients) as (proc, url):
+            log(f"WhisperLive: {n} concurrent session(s) of {np.mean([a.size for a, _ in inputs]) / RATE:.0f} s at real time")
+            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+
+            async def run_all():
+                return await asyncio.gather(*(whisperlive_session(url, a, k * stagger_s)
+                                              for k, (a, _) in enumerate(inputs)))
+
+            results = asyncio.run(run_all())
+            wall = time.monotonic() - wall0
+            cpu = cpu_seconds(proc.pid) - cpu0
+        rows.append(level_row("WhisperLive", n, results, inputs, uploads_by_level.get(n), cpu / wall, None))
         log(f"  {rows[-1]}")
     return rows
 
@@ -224,7 +275,8 @@ def sse_upload(url: str, audio: np.ndarray, reference: str, repeats: int) -> dic
     return {"audio_s": round(len(audio) / RATE, 2), "runs": runs}
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, peer: list[dict] | None = None) -> None:
+    """Our p50/p95 turn completion and first delta per level; the peer's p50/p95 when it ran."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,6 +287,12 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.plot(sessions, [r["turn_latency_p50_s"] for r in rows], "o-", label="turn completion p50")
     ax.plot(sessions, [r["turn_latency_p95_s"] for r in rows], "s--", label="turn completion p95")
     ax.plot(sessions, [r["first_delta_p50_s"] for r in rows], "^:", label="first delta p50 (after speech start)")
+    for server in sorted({r["server"] for r in peer or []}):
+        mine = [r for r in peer if r["server"] == server]
+        ax.plot([r["sessions"] for r in mine], [r["turn_latency_p95_s"] for r in mine], "s--", color="tab:red",
+                label=f"{server}: segment completion p95")
+        ax.plot([r["sessions"] for r in mine], [r["turn_latency_p50_s"] for r in mine], "o-", color="tab:red",
+                alpha=0.5, label=f"{server}: segment completion p50")
     ax.axhline(2.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("concurrent real-time sessions (/v1/realtime)")
     ax.set_ylabel("seconds after the speech ended / started")
@@ -259,16 +317,25 @@ def report(out: Path, summary: dict) -> None:
              "`delta`. WER: the joined `completed` transcripts; upload: the same audio uploaded whole. CPU: "
              "seconds of CPU per second of wall time, tritonserver and gateway together (of 2 cores). Closed: sessions "
              "that ended early (a client's keepalive gives up after 20 s held back). Load avg: the machine's 1-minute "
-             "load at the end of the level (other work on the machine included).", "",
-             "| sessions | refused | turns | turn completion p50 / p95 / max | first delta p50 / p95 | WER | WER upload "
-             "| errors | closed | CPU (gateway) | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "load at the end of the level (other work on the machine included).", ""]
+    if summary.get("peer"):
+        lines += [f"WhisperLive rows (benchmarks/whisperlive.py; {summary['peer_settings']}): a turn is one of its "
+                  "segments; turn completion: from the moment the audio of the segment's end had been sent to the "
+                  "first message reporting it `completed`; first delta: from the segment's start audio to the first "
+                  "segment, partial or completed, overlapping it; WER: the transcript its own client writes (completed "
+                  "segments, then the last partial); WER upload: our gateway's upload of the same audio; CPU: its "
+                  "server process. It ran after our stack had stopped, a fresh server per level.", ""]
+    lines += ["| server | sessions | refused | turns | turn completion p50 / p95 / max | first delta p50 / p95 | WER "
+              "| WER upload | errors | closed | CPU (gateway) | load avg |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.2f} s"  # noqa: E731
-    for r in summary["live"]:
-        lines.append(f"| {r['sessions']} | {r['refused']} | {r['turns']} | {fmt(r['turn_latency_p50_s'])} / "
-                     f"{fmt(r['turn_latency_p95_s'])} / {fmt(r['turn_latency_max_s'])} | {fmt(r['first_delta_p50_s'])} / "
-                     f"{fmt(r['first_delta_p95_s'])} | {r['wer']:.3f} | {r['wer_upload']:.3f} | {r['errors']} | "
-                     f"{r['closed']} | {r['cpu_per_s']:.2f} ({r['gateway_cpu_per_s']:.2f}) | {r['load_avg']} |")
+    num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in summary["live"] + (summary.get("peer") or []):
+        cpu = f"{r['cpu_per_s']:.2f}" + ("" if r["gateway_cpu_per_s"] is None else f" ({r['gateway_cpu_per_s']:.2f})")
+        lines.append(f"| {r['server']} | {r['sessions']} | {r['refused']} | {r['turns']} | "
+                     f"{fmt(r['turn_latency_p50_s'])} / {fmt(r['turn_latency_p95_s'])} / {fmt(r['turn_latency_max_s'])} "
+                     f"| {fmt(r['first_delta_p50_s'])} / {fmt(r['first_delta_p95_s'])} | {num(r['wer'])} | "
+                     f"{num(r['wer_upload'])} | {r['errors']} | {r['closed']} | {cpu} | {r['load_avg']} |")
     lines += ["", "![latency](latency_vs_sessions.png)", ""]
     if summary.get("sse"):
         sse = summary["sse"]
@@ -296,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="GATEWAY_X=V", help="gateway setting for this run")
     parser.add_argument("--upload-seconds", type=float, default=210.0, help="speech in the stream=true upload")
     parser.add_argument("--repeats", type=int, default=2, help="stream=true / one-request pairs")
+    parser.add_argument("--peer", choices=["whisperlive"], default=None,
+                        help="also run the same levels on the same audio against this peer (after our stack stops)")
+    parser.add_argument("--peer-max-clients", type=int, default=4,
+                        help="WhisperLive's max_clients (its default 4; further clients get WAIT, counted as refused)")
     stack_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -305,18 +376,26 @@ def main(argv: list[str] | None = None) -> int:
     english = [c for c in load_clips(args.audio_dir) if c.language == "en" and c.kind == "short" and c.duration >= 3]
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="whisper-stream-bench-"))
-    sse, env = None, {}
+    sse, env, uploads_by_level, peer = None, {}, {}, None
+    levels = [int(n) for n in args.sessions.split(",")]
+    if args.peer:
+        from .whisperlive import peer_python
+
+        peer_python()  # before the long part: exits when .venv-peers is missing
     try:
         repo, _ = benchmark_repository(tmp, args.repository)
         # one process plays every user: its per-client session limit is raised to the most sessions measured
         env = {"GATEWAY_MAX_STREAMS_PER_CLIENT": str(max(int(n) for n in args.sessions.split(","))),
                **dict(item.split("=", 1) for item in args.env)}
         with running_stack(repo, out / "logs", log, **env) as (triton, gateway, url):
-            live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap,
-                                     [int(n) for n in args.sessions.split(",")], args.model, args.stagger)
+            live = realtime_sessions(url, triton, gateway, english, args.seconds, args.gap, levels, args.model,
+                                     args.stagger, uploads_by_level)
             if args.sse:
                 upload, upload_ref = joined(english * 8, args.upload_seconds)
                 sse = sse_upload(url, upload, upload_ref, args.repeats)
+        if args.peer == "whisperlive":  # our stack has stopped: WhisperLive has the machine to itself
+            peer = whisperlive_levels(english, args.seconds, args.gap, levels, args.stagger, uploads_by_level,
+                                      out / "logs", args.peer_max_clients)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -331,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         "gap_s": args.gap,
         "stagger_s": args.stagger,
         "live": live,
+        "peer": peer,
+        "peer_settings": PEER_SETTINGS.format(max_clients=args.peer_max_clients) if peer else None,
         "sse": sse,
         "env": env,
         "settings": {k: getattr(defaults, k) for k in (
@@ -339,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     try:
-        plot(live, out / "latency_vs_sessions.png")
+        plot(live, out / "latency_vs_sessions.png", peer)
     except Exception as exc:  # matplotlib missing: the tables still get written
         log(f"plot skipped: {exc}")
     report(out, summary)
