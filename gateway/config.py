@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     max_streams: int = Field(16, ge=1)  # live sessions per gateway; more are refused at the start
     # New sessions are refused while turns complete later than this after they end (recent average)
     stream_admit_lag_s: float = Field(1.0, gt=0)
+    # ... or when the live sessions' turn decodes, one more session counted at their average, would take this
+    # many seconds of Triton time (queue included) per second: predicted before any session is late
+    stream_final_capacity: float = Field(0.8, gt=0)
     stream_step_s: float = Field(1.0, ge=0.1)  # new audio of the open turn between two partial decodes
     stream_beam_size: int = Field(1, ge=0, le=16)  # partial decodes' beam; 0 = the model's default
     stream_final_beam_size: int = Field(1, ge=0, le=16)  # a turn's decode; 0 = the model's default

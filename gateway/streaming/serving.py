@@ -8,13 +8,17 @@ partials are outstanding: finals are what must not slip.
 Admission: a session is refused at the start when ``max_sessions`` are live, or its client (IP or token,
 ``GATEWAY_CLIENT_KEY``) has ``GATEWAY_MAX_STREAMS_PER_CLIENT`` live, or when the turns of the
 last ``LAG_WINDOW_S`` of the live sessions completed later than ``max_lag_s`` after they ended on average (the server is not
-keeping up; one more session would make every session late).
+keeping up; one more session would make every session late), or -- predicted before any session is late -- when
+the live sessions' turn decodes took ``final_capacity`` seconds per second or more over the last
+``LOAD_WINDOW_S`` with one more session counted at their average (``final_load``: Triton time per wall second,
+waiting included, so it rises as Triton saturates; partials are left out: they only use time finals leave).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 import anyio
 import numpy as np
@@ -25,6 +29,7 @@ from gateway.results import Options, Transcription
 from gateway.streaming.session import Decoder
 
 LAG_WINDOW_S = 10.0
+LOAD_WINDOW_S = 20.0
 
 
 def triton_decoder(triton, admission: "Admission") -> Decoder:
@@ -32,11 +37,13 @@ def triton_decoder(triton, admission: "Admission") -> Decoder:
                      final: bool) -> Transcription | None:
         if final:
             admission.finals_in_flight += 1
+            started = time.monotonic()
             try:
                 async with admission.live_slots:
                     return await service.infer(triton, model, samples, options, conversion)
             finally:
                 admission.finals_in_flight -= 1
+                admission.decoded(time.monotonic() - started)
         if admission.busy or getattr(triton, "waiting", 0) > 0:
             return None
         async with admission.partial_slots, admission.live_slots:
@@ -47,8 +54,9 @@ def triton_decoder(triton, admission: "Admission") -> Decoder:
 
 class Admission:
     def __init__(self, max_sessions: int, max_lag_s: float, partial_slots: int = 2, live_slots: int = 4,
-                 per_client: int = 4) -> None:
-        self.max_sessions, self.max_lag_s = max_sessions, max_lag_s
+                 per_client: int = 4, final_capacity: float = float("inf")) -> None:
+        self.max_sessions, self.max_lag_s, self.final_capacity = max_sessions, max_lag_s, final_capacity
+        self._finals: deque[tuple[float, float]] = deque()  # (when it ended, seconds) of recent turn decodes
         self.partial_slots = asyncio.Semaphore(partial_slots)
         # decodes of all live sessions outstanding to Triton at once: live sessions cannot take all of
         # Triton from uploads (each call also counts against the Triton client's own limit)
@@ -65,7 +73,7 @@ class Admission:
     @classmethod
     def from_settings(cls, settings) -> "Admission":
         return cls(settings.max_streams, settings.stream_admit_lag_s, settings.stream_partial_concurrency,
-                   settings.stream_triton_concurrency, settings.max_streams_per_client)
+                   settings.stream_triton_concurrency, settings.max_streams_per_client, settings.stream_final_capacity)
 
     @property
     def busy(self) -> bool:
@@ -81,6 +89,19 @@ class Admission:
             now = time.monotonic()
             self._live[session] = [(t, lag) for t, lag in self._live[session] if now - t <= LAG_WINDOW_S] + [(now, lag_s)]
 
+    def decoded(self, seconds: float) -> None:
+        """A turn's decode ended after ``seconds`` (Triton's queue included)."""
+        now = time.monotonic()
+        self._finals.append((now, seconds))
+        while self._finals and now - self._finals[0][0] > LOAD_WINDOW_S:
+            self._finals.popleft()
+
+    @property
+    def final_load(self) -> float:
+        """Seconds of turn decoding per second over the last ``LOAD_WINDOW_S`` (0 before any)."""
+        now = time.monotonic()
+        return sum(s for t, s in self._finals if now - t <= LOAD_WINDOW_S) / LOAD_WINDOW_S
+
     @property
     def lag_s(self) -> float:
         """The live sessions' average lag over the last ``LAG_WINDOW_S`` (0 when none completed a turn)."""
@@ -95,6 +116,10 @@ class Admission:
         if self.lag_s > self.max_lag_s:
             return None, (f"the server is not keeping up with its live sessions (turns complete {self.lag_s:.1f} s "
                           f"after they end); try again later")
+        load = self.final_load
+        if self.active and load * (self.active + 1) / self.active >= self.final_capacity:
+            return None, (f"the server's live decoding is at capacity ({load:.2f} s of turn decoding per second for "
+                          f"{self.active} sessions; the limit is {self.final_capacity:g}); try again later")
         if not self.clients.try_acquire(client):
             return None, f"too many streams from this client (limit {self.clients.limit}); try again later"
         self._next += 1

@@ -337,3 +337,24 @@ async def test_a_paced_vad_hears_no_faster_than_real_time_and_the_rest_at_the_en
     assert sum(heard) // FRAME == audio.size // FRAME
     assert [size for size, final, _ in decoder.calls if final] == [pytest.approx(3.3 * SR, abs=0.6 * SR)] * 2
     assert time.monotonic() - t0 < 5
+
+
+def test_admission_refuses_a_session_that_would_take_turn_decoding_past_capacity():
+    from gateway.streaming.serving import Admission
+
+    admission = Admission(16, 99.0, final_capacity=1.0)
+    first, _ = admission.try_enter("a")
+    second, _ = admission.try_enter("b")
+    assert first and second and admission.final_load == 0.0
+    for _ in range(12):  # 12 s of turn decoding in the last 20 s: 0.6 s per second for 2 sessions
+        admission.decoded(1.0)
+    assert admission.final_load == pytest.approx(0.6)
+    third, why = admission.try_enter("c")  # 0.6 * 3 / 2 = 0.9: still under
+    assert third and not why
+    for _ in range(4):
+        admission.decoded(1.0)  # 0.8 for 3 sessions: a fourth would make 1.07
+    fourth, why = admission.try_enter("d")
+    assert fourth is None and "capacity" in why
+    admission.leave(third)  # two sessions that decode 0.8 s per second: a third would make 1.2
+    assert admission.try_enter("d")[0] is None
+    assert Admission(16, 99.0).try_enter("a")[0] is not None  # no capacity given: no limit
