@@ -111,7 +111,7 @@ class Connection:
                                             settings.stream_silence_ms))
         self.resampler = Resampler(self.config.rate)
         stream_config = core.StreamConfig.from_settings(settings)
-        self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission),
+        self.session = core.StreamSession(triton_decoder(ws.app.state.triton, admission, ticket),
                                           _decoding(settings, self.config), stream_config, self.config.turn,
                                           observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
         # events up to half the server's message limit are read; a larger one gets an error event (past the

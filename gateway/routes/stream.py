@@ -237,7 +237,7 @@ def _session(ws: WebSocket, settings: Settings, start: StartMessage, ticket: int
     admission = ws.app.state.stream_admission
     turn = ServerVad(settings.stream_vad_threshold, settings.stream_prefix_padding_ms, settings.stream_silence_ms)
     config = replace(core.StreamConfig.from_settings(settings), vad_lead_s=settings.stream_vad_lead_s)
-    return core.StreamSession(triton_decoder(ws.app.state.triton, admission), decoding, config, turn,
+    return core.StreamSession(triton_decoder(ws.app.state.triton, admission, ticket), decoding, config, turn,
                               observe=partial(admission.observe, ticket), vad_limiter=admission.vad_limiter)
 
 

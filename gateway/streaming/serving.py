@@ -9,8 +9,8 @@ Admission: a session is refused at the start when ``max_sessions`` are live, or 
 ``GATEWAY_CLIENT_KEY``) has ``GATEWAY_MAX_STREAMS_PER_CLIENT`` live, or when the turns of the
 last ``LAG_WINDOW_S`` of the live sessions completed later than ``max_lag_s`` after they ended on average (the server is not
 keeping up; one more session would make every session late), or -- predicted before any session is late -- when
-the live sessions' turn decodes took ``final_capacity`` seconds per second or more over the last
-``LOAD_WINDOW_S`` with one more session counted at their average (``final_load``: Triton time per wall second,
+the live sessions' turn decodes would take ``final_capacity`` seconds per second or more with one more session
+counted at their average (``per_session_load``: Triton time per wall second over the last ``LOAD_WINDOW_S``,
 waiting included, so it rises as Triton saturates; partials are left out: they only use time finals leave).
 """
 
@@ -32,7 +32,8 @@ LAG_WINDOW_S = 10.0
 LOAD_WINDOW_S = 20.0
 
 
-def triton_decoder(triton, admission: "Admission") -> Decoder:
+def triton_decoder(triton, admission: "Admission", session: int = 0) -> Decoder:
+    """The decoder of one live session (``session``: its admission ticket, whose turn decodes are counted)."""
     async def decode(samples: np.ndarray, options: Options, model: str, conversion: str,
                      final: bool) -> Transcription | None:
         if final:
@@ -43,7 +44,7 @@ def triton_decoder(triton, admission: "Admission") -> Decoder:
                     return await service.infer(triton, model, samples, options, conversion)
             finally:
                 admission.finals_in_flight -= 1
-                admission.decoded(time.monotonic() - started)
+                admission.decoded(time.monotonic() - started, session)
         if admission.busy or getattr(triton, "waiting", 0) > 0:
             return None
         async with admission.partial_slots, admission.live_slots:
@@ -56,7 +57,7 @@ class Admission:
     def __init__(self, max_sessions: int, max_lag_s: float, partial_slots: int = 2, live_slots: int = 4,
                  per_client: int = 4, final_capacity: float = float("inf")) -> None:
         self.max_sessions, self.max_lag_s, self.final_capacity = max_sessions, max_lag_s, final_capacity
-        self._finals: deque[tuple[float, float]] = deque()  # (when it ended, seconds) of recent turn decodes
+        self._finals: deque[tuple[float, float, int]] = deque()  # (when it ended, seconds, session) of turn decodes
         self.partial_slots = asyncio.Semaphore(partial_slots)
         # decodes of all live sessions outstanding to Triton at once: live sessions cannot take all of
         # Triton from uploads (each call also counts against the Triton client's own limit)
@@ -89,18 +90,23 @@ class Admission:
             now = time.monotonic()
             self._live[session] = [(t, lag) for t, lag in self._live[session] if now - t <= LAG_WINDOW_S] + [(now, lag_s)]
 
-    def decoded(self, seconds: float) -> None:
-        """A turn's decode ended after ``seconds`` (Triton's queue included)."""
+    def decoded(self, seconds: float, session: int = 0) -> None:
+        """A turn of ``session`` was decoded in ``seconds`` (Triton's queue included)."""
         now = time.monotonic()
-        self._finals.append((now, seconds))
+        self._finals.append((now, seconds, session))
         while self._finals and now - self._finals[0][0] > LOAD_WINDOW_S:
             self._finals.popleft()
 
-    @property
-    def final_load(self) -> float:
-        """Seconds of turn decoding per second over the last ``LOAD_WINDOW_S`` (0 before any)."""
+    def per_session_load(self) -> float:
+        """Seconds of turn decoding per second per live session: over the last ``LOAD_WINDOW_S`` (or since
+        the first turn in it, when the sessions are younger), divided among the sessions that had a turn
+        decoded in it (a session that has not finished a turn yet costs as much as the average one)."""
         now = time.monotonic()
-        return sum(s for t, s in self._finals if now - t <= LOAD_WINDOW_S) / LOAD_WINDOW_S
+        recent = [(t, s, k) for t, s, k in self._finals if now - t <= LOAD_WINDOW_S]
+        if not recent:
+            return 0.0
+        span = max(now - recent[0][0] + recent[0][1], 2.0)  # from the start of the first decode counted
+        return sum(s for _, s, _ in recent) / min(span, LOAD_WINDOW_S) / len({k for _, _, k in recent})
 
     @property
     def lag_s(self) -> float:
@@ -116,10 +122,10 @@ class Admission:
         if self.lag_s > self.max_lag_s:
             return None, (f"the server is not keeping up with its live sessions (turns complete {self.lag_s:.1f} s "
                           f"after they end); try again later")
-        load = self.final_load
-        if self.active and load * (self.active + 1) / self.active >= self.final_capacity:
-            return None, (f"the server's live decoding is at capacity ({load:.2f} s of turn decoding per second for "
-                          f"{self.active} sessions; the limit is {self.final_capacity:g}); try again later")
+        projected = self.per_session_load() * (self.active + 1)
+        if projected >= self.final_capacity:
+            return None, (f"the server's live decoding is at capacity (one more session would make {projected:.2f} s of "
+                          f"turn decoding per second; the limit is {self.final_capacity:g}); try again later")
         if not self.clients.try_acquire(client):
             return None, f"too many streams from this client (limit {self.clients.limit}); try again later"
         self._next += 1

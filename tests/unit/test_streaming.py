@@ -339,22 +339,24 @@ async def test_a_paced_vad_hears_no_faster_than_real_time_and_the_rest_at_the_en
     assert time.monotonic() - t0 < 5
 
 
-def test_admission_refuses_a_session_that_would_take_turn_decoding_past_capacity():
-    from gateway.streaming.serving import Admission
+def test_admission_refuses_a_session_that_would_take_turn_decoding_past_capacity(monkeypatch):
+    from gateway.streaming import serving
 
-    admission = Admission(16, 99.0, final_capacity=1.0)
+    clock = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
+    admission = serving.Admission(16, 99.0, final_capacity=1.0)
     first, _ = admission.try_enter("a")
     second, _ = admission.try_enter("b")
-    assert first and second and admission.final_load == 0.0
-    for _ in range(12):  # 12 s of turn decoding in the last 20 s: 0.6 s per second for 2 sessions
-        admission.decoded(1.0)
-    assert admission.final_load == pytest.approx(0.6)
-    third, why = admission.try_enter("c")  # 0.6 * 3 / 2 = 0.9: still under
+    assert first and second and admission.per_session_load() == 0.0
+    for t in range(10):  # 10 s: each session had a 0.5 s turn decode every 2 s (0.25 s per second each)
+        clock[0] = 1000.0 + 2 * t + 2
+        admission.decoded(0.5, first)
+        admission.decoded(0.5, second)
+    assert admission.per_session_load() == pytest.approx(0.27, abs=0.01)  # 10 s over the 18.5 s since the first began
+    third, why = admission.try_enter("c")  # 3 x 0.27 = 0.81: under
     assert third and not why
-    for _ in range(4):
-        admission.decoded(1.0)  # 0.8 for 3 sessions: a fourth would make 1.07
-    fourth, why = admission.try_enter("d")
+    fourth, why = admission.try_enter("d")  # 4 x 0.27 = 1.08: refused, although no turn has completed late yet
     assert fourth is None and "capacity" in why
-    admission.leave(third)  # two sessions that decode 0.8 s per second: a third would make 1.2
-    assert admission.try_enter("d")[0] is None
-    assert Admission(16, 99.0).try_enter("a")[0] is not None  # no capacity given: no limit
+    clock[0] += 60  # the decodes have left the window: nothing known, nothing refused
+    assert admission.per_session_load() == 0.0 and admission.try_enter("d")[0] is not None
+    assert serving.Admission(16, 99.0).try_enter("a")[0] is not None  # no capacity given: no limit
