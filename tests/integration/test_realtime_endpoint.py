@@ -22,7 +22,10 @@ RATE = 24000
 
 @pytest.fixture(scope="module")
 def realtime_url(triton, tmp_path_factory):
-    with run_gateway(triton.grpc_url, tmp_path_factory.mktemp("realtime-gateway"), API_KEY=TOKEN) as url:
+    # capacity admission off (GATEWAY_STREAM_FINAL_CAPACITY): these tests send faster than real time on a shared
+    # machine and test the protocol; tests/unit/test_streaming.py tests admission
+    with run_gateway(triton.grpc_url, tmp_path_factory.mktemp("realtime-gateway"), API_KEY=TOKEN,
+                     GATEWAY_STREAM_FINAL_CAPACITY="1000") as url:
         yield url
 
 
