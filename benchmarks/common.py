@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import csv
 import datetime as dt
@@ -12,7 +13,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -250,3 +251,16 @@ def results_dir(args: argparse.Namespace, name: str) -> Path:
     if not (args.audio_dir / "manifest.tsv").is_file():
         raise SystemExit(f"no manifest.tsv in {args.audio_dir} (set --audio-dir or WHISPER_TEST_AUDIO)")
     return args.out or ROOT / "benchmarks" / "results" / f"{dt.date.today().isoformat()}-{machine_tag()}-{name}"
+
+
+async def send_in_real_time(ws, samples, rate: int, step: int, t0: float, message: Callable[[object], object]) -> None:
+    """``samples`` to the WebSocket ``ws`` in pieces of ``step`` samples, each sent as ``message(piece)`` once
+    its audio would have been spoken, ``t0`` (``time.monotonic()``) being the start of the first piece."""
+    import time
+
+    for i in range(0, samples.size, step):
+        piece = samples[i:i + step]
+        delay = t0 + (i + piece.size) / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send(message(piece))

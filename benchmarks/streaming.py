@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import audio_of, error_rate, load_clips, machine_description, results_dir, running_stack, stack_arguments
+from .common import (audio_of, error_rate, load_clips, machine_description, results_dir, running_stack,
+                     send_in_real_time, stack_arguments)
 
 RATE = 16000
 WIRE_RATE = 24000
@@ -99,16 +100,10 @@ async def _session(url: str, pcm: np.ndarray, step: int, model: str, turns: dict
                                "silence_duration_ms": 500}}}}}))
         t0 = time.monotonic()
 
-        async def send() -> None:
-            for i in range(0, pcm.size, step):
-                piece = pcm[i:i + step]
-                delay = t0 + (i + piece.size) / WIRE_RATE - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await ws.send(json.dumps({"type": "input_audio_buffer.append",
-                                          "audio": base64.b64encode(piece.tobytes()).decode()}))
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_in_real_time(
+            ws, pcm, WIRE_RATE, step, t0,
+            lambda piece: json.dumps({"type": "input_audio_buffer.append",
+                                      "audio": base64.b64encode(piece.tobytes()).decode()})))
         while True:
             try:
                 event = json.loads(await asyncio.wait_for(ws.recv(), 1.0))

@@ -177,6 +177,8 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
                    last: dict) -> None:
     from websockets.asyncio.client import connect
 
+    from .common import send_in_real_time
+
     async with connect(url, max_size=None, open_timeout=60) as ws:
         await ws.send(json.dumps(options(uuid.uuid4().hex)))
         first = json.loads(await ws.recv())
@@ -186,15 +188,7 @@ async def _session(url: str, audio: np.ndarray, out: dict, seen: list, completed
         step = int(CHUNK_S * RATE)
         t0 = time.monotonic()
 
-        async def send() -> None:
-            for i in range(0, audio.size, step):
-                piece = audio[i:i + step]
-                delay = t0 + (i + piece.size) / RATE - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await ws.send(piece.tobytes())
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_in_real_time(ws, audio, RATE, step, t0, lambda piece: piece.tobytes()))
         spans: set[tuple[str, str]] = set()
         last_change, last_text = time.monotonic(), None
         ended = t0 + audio.size / RATE
