@@ -11,8 +11,10 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar
 
+import anyio.to_thread
 import numpy as np
 
 from gateway.media import SAMPLE_RATE
@@ -118,6 +120,12 @@ def merge(parts: Sequence[Transcription], *, duration: float, model: str, task: 
     segments = tuple(replace(s, id=i) for i, s in enumerate(s for p in parts for s in p.segments))
     return Transcription(text=text, language=language, duration=duration, segments=segments, task=task,
                          model=model)
+
+
+async def merge_off_loop(parts: Sequence[Transcription], *, duration: float, model: str, task: str) -> Transcription:
+    """``merge`` in a worker thread: an hour has thousands of segments to compare and copy (about 60 ms of
+    CPU), which must not hold the event loop."""
+    return await anyio.to_thread.run_sync(partial(merge, parts, duration=duration, model=model, task=task))
 
 
 async def in_order(items: Iterable[T], call: Callable[[T], Awaitable[R]], ahead: int) -> AsyncIterator[R]:

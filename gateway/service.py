@@ -86,9 +86,7 @@ async def _whole(triton: TritonClient, settings: Settings, name: str, audio: med
         return await infer(triton, name, audio.samples, options, conversion)
     parts = [part async for part in _pieces(triton, settings, name, audio, options, conversion,
                                             settings.triton_piece_seconds)]
-    # merged off the loop: an hour has thousands of segments to compare and copy (about 60 ms of CPU)
-    return await anyio.to_thread.run_sync(partial(chunks.merge, parts, duration=audio.duration, model=name,
-                                                  task=options.task))
+    return await chunks.merge_off_loop(parts, duration=audio.duration, model=name, task=options.task)
 
 
 def _pieces(triton: TritonClient, settings: Settings, name: str, audio: media.Audio, options: Options,

@@ -3,8 +3,8 @@ for the Whisper models (``transcribe``) and the speaker model (``speaker_windows
 
 Every request carries the inputs ``whisper_triton.protocol.request_arrays`` gives: all of them, defaults
 included, because Triton's dynamic batcher only batches requests that carry the same set of inputs -- except
-``PROMPT``, sent only when there is one (a plain upload never waits for another request's prompted decode;
-see there). Inference requests are built and serialised to bytes in a worker thread and sent as bytes on
+``PROMPT`` and ``CONTEXT``, sent only when set (a plain upload never waits for another request's prompted
+or live decode; see there). Inference requests are built and serialised to bytes in a worker thread and sent as bytes on
 the same channel (``_sent``): nothing the size of the audio is copied on the event loop. Errors leave as
 ``APIError`` subclasses.
 """

@@ -35,7 +35,7 @@ import anyio.to_thread
 import numpy as np
 
 from gateway import diarization, service
-from gateway.chunks import merge, on_timeline
+from gateway.chunks import merge_off_loop, on_timeline
 from gateway.errors import APIError, ServiceUnavailable, TooManyRequests
 from gateway.jobs.models import Job, JobGone, error_dict
 from gateway.jobs.store import SAMPLE_RATE, JobStore
@@ -212,7 +212,7 @@ class JobRunner:
             await in_thread(self.store.save_chunk, job, idx, on_timeline(result, (start, end)), end / SAMPLE_RATE,
                             self.lease_s, windows)
         parts = await in_thread(self.store.chunk_results, job.id)
-        merged = await in_thread(merge, parts, duration=job.duration, model=job.model, task=job.options.task)
+        merged = await merge_off_loop(parts, duration=job.duration, model=job.model, task=job.options.task)
         if job.diarize is not None:
             merged = await in_thread(self._with_speakers, job, merged)
         await in_thread(self.store.succeed, job, merged)

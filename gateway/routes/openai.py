@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Annotated
-
-import anyio.to_thread
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
@@ -57,8 +54,8 @@ def _sse(first: Transcription, rest: AsyncIterator[Transcription]) -> StreamingR
             return
         finally:  # also when the client goes away: the pieces still in Triton are cancelled
             await rest.aclose()
-        result = await anyio.to_thread.run_sync(partial(chunks.merge, parts, duration=sum(p.duration for p in parts),
-                                                        model=first.model, task=first.task))
+        result = await chunks.merge_off_loop(parts, duration=sum(p.duration for p in parts), model=first.model,
+                                             task=first.task)
         yield _event(protocol.TranscriptTextDone(text="".join(sent), language=result.language,
                                                  duration=result.duration))
 

@@ -65,8 +65,8 @@ class Admission:
         self.clients = ClientCounter(per_client)  # live sessions per client (gateway.limits.client_key)
         self._client_of: dict[int, str] = {}
         self.finals_in_flight = 0  # turns being decoded, all sessions
-        # Silero calls of all sessions one at a time: 18 ms of CPU per audio second alone, 23-27 ms when
-        # four run at once (ggml threads contend); 16 live sessions keep one thread about a third busy
+        # VAD calls of all sessions one at a time, on the one shared ONNX session (about 6 ms of CPU per audio
+        # second): 16 live sessions keep one thread about a tenth busy
         self.vad_limiter = anyio.CapacityLimiter(1)
         self._live: dict[int, list[tuple[float, float]]] = {}  # session -> (when, seconds commit -> transcript)
         self._next = 0

@@ -59,7 +59,7 @@ class StreamSession:
                  observe: Callable[[float], None] | None = None, vad_limiter: anyio.CapacityLimiter | None = None) -> None:
         self.decode, self.decoding, self.config = decode, decoding, config
         self._observe = observe or (lambda lag_s: None)  # seconds from a commit to its transcript
-        self._vad_limiter = vad_limiter  # VAD calls of all sessions one at a time: least CPU (measured)
+        self._vad_limiter = vad_limiter  # VAD calls of all sessions one at a time
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.received = 0  # samples appended over the whole session
         self.decodes = 0

