@@ -39,8 +39,8 @@ def _faster_whisper():
     return WhisperModel(str(weights.resolve("bundled:base")), device="cpu", compute_type="int8", cpu_threads=1)
 
 
-def faster_whisper_text(file: str, language: str | None) -> str:
-    segments, _ = _faster_whisper().transcribe(audio_of(file), language=language, beam_size=5)
+def faster_whisper_text(file: str, language: str | None, **options) -> str:
+    segments, _ = _faster_whisper().transcribe(audio_of(file), language=language, beam_size=5, **options)
     return "".join(s.text for s in segments).strip()
 
 
@@ -60,28 +60,30 @@ def test_the_clips_are_from_the_check_half(shared_audio):
 
 
 def test_features_and_prompt_are_faster_whispers_own(shared_audio):
-    """At the full 30 s context the engine decodes a clip exactly as faster-whisper's transcribe does:
-    the same text, token for token (clips whose decode needs no sampled fallback, so both are
-    deterministic)."""
+    """At the full 30 s context and without sampled fallback the engine decodes a clip exactly as
+    faster-whisper's transcribe does at temperature 0: the same text, token for token. Sampling is left
+    out because CTranslate2's generator is per thread and seeded once, so a sampled decode depends on
+    every decode that thread ran before it. The whispered clip is one the VAD misses: it is decoded all
+    the same, and its window is not judged silence."""
     from whisper_triton.config import EngineConfig
     from whisper_triton.engine import WhisperEngine
     from whisper_triton.protocol import Options
     from whisper_triton.types import TranscriptionRequest
 
-    engine = WhisperEngine(EngineConfig(context_floor_s=30.0), device="cpu")
-    for file in ["en/jfk.flac", "zh/BAC009S0002W0122.wav", "de/fleurs_de_003.ogg"]:
+    engine = WhisperEngine(EngineConfig(context_floor_s=30.0, fallback_temperatures=(0.0,)), device="cpu")
+    for file in ["en/jfk.flac", "zh/BAC009S0002W0122.wav", "de/fleurs_de_003.ogg", "en/mfa_aligner_whisper.flac"]:
         language = file.split("/")[0]
         ours = engine.transcribe([TranscriptionRequest(audio_of(file), Options(language=language))])[0].text
-        assert ours == faster_whisper_text(file, language), file
+        assert ours and ours == faster_whisper_text(file, language, temperature=0.0), file
 
 
 def test_whispered_speech_is_decoded_though_the_vad_misses_it(triton, shared_audio):
     """Silero VAD finds no speech in this whispered clip; Whisper hears it (faster-whisper transcribes it).
-    By default every sample is decoded; asking for ``vad_filter`` drops it, as faster-whisper's does."""
+    By default every sample is decoded; asking for ``vad_filter`` drops it, as faster-whisper's does.
+    Its decode needs the sampled fallback, so the words are checked above, at temperature 0."""
     audio = audio_of("en/mfa_aligner_whisper.flac")
     default, filtered = transcribe_many(triton, [(audio, {"language": "en"}), (audio, {"language": "en", "vad_filter": True})])
-    assert default.text.strip(), "whispered speech came back empty"
-    assert "liner" in default.text.lower(), default.text  # "montreal forced aligner": base hears "... liner"
+    assert len(default.text.split()) >= 2, f"whispered speech came back as {default.text!r}"
     assert filtered.text == ""
 
 
