@@ -175,7 +175,7 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
             uploads_by_level[n] = uploads
         log(f"/v1/realtime: {n} concurrent session(s) of {np.mean([a.size for a, _ in inputs]) / RATE:.0f} s at real time")
         cpu0, wall0 = cpu_seconds(triton.pid, gateway.pid), time.monotonic()
-        gateway_cpu0 = cpu_seconds(gateway.pid)
+        gateway_cpu0, counts0 = cpu_seconds(gateway.pid), triton_counts(triton.metrics_url)
 
         async def run_all():
             return await asyncio.gather(*(session(ws_url, a, model, k * stagger_s) for k, (a, _) in enumerate(inputs)))
@@ -184,8 +184,29 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
         wall = time.monotonic() - wall0
         cpu, gateway_cpu = cpu_seconds(triton.pid, gateway.pid) - cpu0, cpu_seconds(gateway.pid) - gateway_cpu0
         rows.append(level_row("this gateway", n, results, inputs, uploads, cpu / wall, round(gateway_cpu / wall, 2)))
+        counts = triton_counts(triton.metrics_url)
+        rows[-1]["triton"] = {k: round(v - counts0.get(k, 0.0), 3) for k, v in counts.items()}
         log(f"  {rows[-1]}")
     return rows
+
+
+# what Triton and the engine counted during a level (summed over models and labels): where the time went
+TRITON_COUNTS = {"nv_inference_request_success": 1, "nv_inference_exec_count": 1,
+                 "nv_inference_queue_duration_us": 1e-6, "nv_inference_compute_infer_duration_us": 1e-6,
+                 "whisper_audio_seconds_total": 1, "whisper_windows_total": 1, "whisper_fallback_windows_total": 1,
+                 "whisper_full_context_rechecks_total": 1}
+
+
+def triton_counts(metrics_url: str) -> dict[str, float]:
+    """TRITON_COUNTS from Triton's metrics endpoint (durations in seconds)."""
+    import urllib.request
+
+    totals = dict.fromkeys(TRITON_COUNTS, 0.0)
+    for line in urllib.request.urlopen(metrics_url, timeout=5).read().decode().splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in TRITON_COUNTS and not line.startswith("#"):
+            totals[name] += float(line.rpartition(" ")[2]) * TRITON_COUNTS[name]
+    return totals
 
 
 def level_row(server: str, n: int, results: list[dict], inputs: list[tuple[np.ndarray, str]],

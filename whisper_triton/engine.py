@@ -83,6 +83,9 @@ class _Job:
     no_speech_prob: float = 0.0
     used_temperature: float = 0.0
     retried: bool = False
+    # the encoder's output at the full context, kept while the window is still to be decoded again there
+    # (its next fallback temperature): faster-whisper encodes a segment once for all its temperatures
+    encoded: Optional[np.ndarray] = None
 
     @property
     def samples(self) -> int:
@@ -126,6 +129,7 @@ class WhisperEngine:
         except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError with useful text
             raise weights.ModelError(f"cannot load model '{config.model}' ({model_path}): {exc}") from exc
         self.ct2: ctranslate2.models.Whisper = self.model.model
+        self._keeps_encodings = device == "cpu"  # on a GPU the encoder is cheap and its output stays there
         self.multilingual = self.model.model.is_multilingual
         self.guard = GuardConfig(config.compression_ratio_threshold, config.log_prob_threshold, config.no_speech_threshold)
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
@@ -231,6 +235,7 @@ class WhisperEngine:
                 job.retried = True
             self._decode(failed, full_context=True, temperature=temperature, keep_best=True)
         for job in jobs:
+            job.encoded = None
             self._second_look_at_silence(job)
 
     def _second_look_at_silence(self, job: _Job) -> None:
@@ -333,11 +338,26 @@ class WhisperEngine:
         c = self.config
         return context_frames(samples, c.context_floor_s, full=full, margin_s=c.context_margin_s, step_s=c.context_step_s)
 
+    def _encode(self, batch: list[_Job], n_frames: int) -> ctranslate2.StorageView:
+        """The encoder's output for ``batch`` at ``n_frames``. At the full context (on the CPU), a window
+        encoded there before -- its full-context recheck, its previous fallback temperature -- is not
+        encoded again: the same features give the same output, and the 30 s encoder is most of the cost of
+        each fallback pass."""
+        if not (self._keeps_encodings and n_frames == FULL_CONTEXT_FRAMES):
+            features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
+            return self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        missing = [j for j in batch if j.encoded is None]
+        if missing:
+            features = batch_features(self.model.feature_extractor, [j.audio for j in missing], n_frames)
+            fresh = np.array(self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=True))
+            for job, row in zip(missing, fresh):
+                job.encoded = row
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack([j.encoded for j in batch])))
+
     def _decode_batch(self, batch: list[_Job], prompts: list[list[int]], n_frames: int, beam_size: int,
                       temperature: float, keep_best: bool) -> None:
         longest = max(j.samples for j in batch)
-        features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
-        encoded = self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+        encoded = self._encode(batch, n_frames)
         for job in batch:
             job.full_context = job.full_context or (n_frames == FULL_CONTEXT_FRAMES and temperature == 0)
         self.stats.batches += 1
@@ -390,6 +410,9 @@ class WhisperEngine:
                 continue
             job.tokens, job.attempt, job.no_speech_prob, job.frames = tokens, attempt, result.no_speech_prob, n_frames
             job.used_temperature = temperature
+        for job in batch:
+            if job.verdict is not Verdict.RETRY:
+                job.encoded = None  # not decoded again
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
         """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""

@@ -55,8 +55,10 @@ class FakeGenerator:
     def __init__(self, script) -> None:
         self.script = script
         self.calls: list[tuple[tuple[int, float, float], SimpleNamespace]] = []
+        self.encoded: list[list[tuple[int, float]]] = []  # each encode call's (request, frames) rows
 
     def encode(self, features, to_cpu=False):
+        self.encoded.append([(int(marker // 1_000_000), int(frames)) for marker, _, frames in features])
         return features
 
     def detect_language(self, encoded):
@@ -88,6 +90,7 @@ def make_engine(monkeypatch, script, speech=None, **config) -> tuple[WhisperEngi
     engine.model = SimpleNamespace(max_length=448, feature_extractor=None,
                                    hf_tokenizer=SimpleNamespace(token_to_id=lambda token: 1))
     generator = engine.ct2 = FakeGenerator(script)
+    engine._keeps_encodings = True  # as on the CPU
     engine.tokenizer = lambda language, task: FakeTokenizer(language or "en", task)
     monkeypatch.setattr(engine_module, "batch_features",
                         lambda _extractor, audios, frames: np.array([[a[0], len(a), frames] for a in audios]))
@@ -141,6 +144,27 @@ def test_a_window_failing_the_guards_is_decoded_again_at_full_context_then_sampl
     assert [(c.full, c.temperature) for _, c in generator.calls] == [(False, 0.0), (True, 0.0), (True, 0.2)]
     assert texts(result) == [(0.0, 8.0, " w1 w2 w3")] and result.segments[0].temperature == 0.2
     assert result.fallbacks == 1 and engine.stats.fallbacks == 1
+
+
+def test_a_window_is_encoded_at_full_context_once_for_all_its_fallback_temperatures(monkeypatch):
+    """faster-whisper encodes a segment once and samples every temperature from that output; so does the
+    engine (the 30 s encoder is most of each pass's cost): the recheck's encoding serves every temperature,
+    and a window that passed is not encoded again for its failing batch partner."""
+    loop = [ts(0), *[7] * 40, ts(4)]
+
+    def script(window, call):
+        request = window[0]
+        if request == 1 and call.temperature < 0.6:
+            return loop  # fails until the third fallback temperature
+        return [ts(0), 1 + request, ts(4)]
+
+    engine, generator = make_engine(monkeypatch, script, trim_languages="*", max_batch_windows=2)
+    results = engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en")),
+                                 TranscriptionRequest(audio(1, 4), Options(language="en"))])
+    assert [r.text for r in results] == ["w1", "w2"] and results[1].segments[0].temperature == 0.6
+    assert [c.temperature for w, c in generator.calls if w[0] == 1 and c.full] == [0.0, 0.2, 0.4, 0.6]
+    full = [row for call in generator.encoded for row in call if row[1] == FULL_CONTEXT_FRAMES]
+    assert full == [(1, FULL_CONTEXT_FRAMES)]  # once, and only the window that needed it
 
 
 def test_an_unsure_first_pass_is_checked_at_full_context(monkeypatch):
