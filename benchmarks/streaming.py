@@ -193,19 +193,22 @@ def realtime_sessions(url: str, triton, gateway, clips, seconds: float, gap: flo
 # what Triton and the engine counted during a level (summed over models and labels): where the time went
 TRITON_COUNTS = {"nv_inference_request_success": 1, "nv_inference_exec_count": 1,
                  "nv_inference_queue_duration_us": 1e-6, "nv_inference_compute_infer_duration_us": 1e-6,
-                 "whisper_audio_seconds_total": 1, "whisper_windows_total": 1, "whisper_fallback_windows_total": 1,
-                 "whisper_full_context_rechecks_total": 1}
+                 "whisper_audio_seconds": 1, "whisper_windows": 1, "whisper_fallback_windows": 1,
+                 "whisper_full_context_rechecks": 1}  # metric families (the parser names counters without _total)
 
 
 def triton_counts(metrics_url: str) -> dict[str, float]:
     """TRITON_COUNTS from Triton's metrics endpoint (durations in seconds)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals = dict.fromkeys(TRITON_COUNTS, 0.0)
-    for line in urllib.request.urlopen(metrics_url, timeout=5).read().decode().splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in TRITON_COUNTS and not line.startswith("#"):
-            totals[name] += float(line.rpartition(" ")[2]) * TRITON_COUNTS[name]
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name in TRITON_COUNTS:
+            value = sum(sample.value for sample in family.samples if not sample.name.endswith("_created"))
+            totals[family.name] += value * TRITON_COUNTS[family.name]
     return totals
 
 

@@ -54,6 +54,10 @@ MAX_EXTRA_ROUNDS = 3
 MIN_GAP_S = 1.5
 SAMPLES_PER_TIMESTAMP = int(0.02 * SAMPLE_RATE)  # one timestamp token = 20 ms
 MIN_REST_SPEECH = int(0.5 * SAMPLE_RATE)  # VAD speech the rest of an unfinished window needs to be decoded
+# Windows whose full-context encoder output is kept for their next fallback temperature, at most (about 3 MB
+# each for base, 8 MB for large-v3); past it a window is encoded again, as before (audio that fails the guards
+# everywhere, such as music, must not hold a batch's worth of encoder outputs)
+KEPT_ENCODINGS = 16
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -328,6 +332,20 @@ class WhisperEngine:
             beam_size, temp, _, n_frames = keys[batch_ids[0]]
             self._decode_batch([jobs[i] for i in batch_ids], [prompts[i] for i in batch_ids], n_frames, beam_size,
                                temp, keep_best)
+            self._release_encodings(jobs)
+
+    @staticmethod
+    def _release_encodings(jobs: list[_Job]) -> None:
+        """Keeps the encoder outputs of windows that will be decoded again (their verdict is RETRY), at most
+        ``KEPT_ENCODINGS`` of them; drops the rest."""
+        kept = 0
+        for job in jobs:
+            if job.encoded is None:
+                continue
+            if job.verdict is Verdict.RETRY and kept < KEPT_ENCODINGS:
+                kept += 1
+            else:
+                job.encoded = None
 
     def _trims(self, job: _Job) -> bool:
         """Whether the window is decoded first at a trimmed context: its request's CONTEXT, else the
@@ -343,16 +361,20 @@ class WhisperEngine:
         encoded there before -- its full-context recheck, its previous fallback temperature -- is not
         encoded again: the same features give the same output, and the 30 s encoder is most of the cost of
         each fallback pass."""
+        def run(jobs: list[_Job], to_cpu: bool) -> ctranslate2.StorageView:
+            features = batch_features(self.model.feature_extractor, [j.audio for j in jobs], n_frames)
+            return self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=to_cpu)
+
         if not (self._keeps_encodings and n_frames == FULL_CONTEXT_FRAMES):
-            features = batch_features(self.model.feature_extractor, [j.audio for j in batch], n_frames)
-            return self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+            return run(batch, to_cpu=False)
         missing = [j for j in batch if j.encoded is None]
         if missing:
-            features = batch_features(self.model.feature_extractor, [j.audio for j in missing], n_frames)
-            fresh = np.array(self.ct2.encode(ctranslate2.StorageView.from_array(features), to_cpu=True))
+            fresh = np.array(run(missing, to_cpu=True))
             for job, row in zip(missing, fresh):
                 job.encoded = row
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack([j.encoded for j in batch])))
+            if len(missing) == len(batch):
+                return ctranslate2.StorageView.from_array(fresh)
+        return ctranslate2.StorageView.from_array(np.stack([j.encoded for j in batch]))
 
     def _decode_batch(self, batch: list[_Job], prompts: list[list[int]], n_frames: int, beam_size: int,
                       temperature: float, keep_best: bool) -> None:
@@ -410,9 +432,6 @@ class WhisperEngine:
                 continue
             job.tokens, job.attempt, job.no_speech_prob, job.frames = tokens, attempt, result.no_speech_prob, n_frames
             job.used_temperature = temperature
-        for job in batch:
-            if job.verdict is not Verdict.RETRY:
-                job.encoded = None  # not decoded again
 
     def _add_word_timestamps(self, jobs: list[_Job]) -> None:
         """Cross-attention alignment (faster-whisper's, on CTranslate2's ``align``), batched per language."""

@@ -167,6 +167,21 @@ def test_a_window_is_encoded_at_full_context_once_for_all_its_fallback_temperatu
     assert full == [(1, FULL_CONTEXT_FRAMES)]  # once, and only the window that needed it
 
 
+def test_at_most_kept_encodings_windows_keep_their_encoder_output(monkeypatch):
+    """Audio that fails the guards everywhere must not hold an encoder output per window: past
+    ``KEPT_ENCODINGS`` a window is encoded again at each temperature, as without the cache."""
+    monkeypatch.setattr(engine_module, "KEPT_ENCODINGS", 1)
+
+    def script(window, call):
+        return [ts(0), *[7] * 40, ts(4)] if call.temperature < 0.6 else [ts(0), 1 + window[0], ts(4)]
+
+    engine, generator = make_engine(monkeypatch, script, trim_languages="*", max_batch_windows=1)
+    results = engine.transcribe([TranscriptionRequest(audio(k, 4), Options(language="en")) for k in range(3)])
+    assert [r.text for r in results] == ["w1", "w2", "w3"]
+    full = [row for call in generator.encoded for row in call if row[1] == FULL_CONTEXT_FRAMES]
+    assert len(full) == 3 + 3 * 2  # all three at the recheck, then two of them again at 0.2, 0.4 and 0.6
+
+
 def test_an_unsure_first_pass_is_checked_at_full_context(monkeypatch):
     def script(window, call):
         return ([ts(0), 1, ts(4)], -0.1, 0.01) if call.full else ([ts(0), 9, ts(4)], -0.9, 0.01)
