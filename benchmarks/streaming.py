@@ -82,7 +82,7 @@ async def session(url: str, audio: np.ndarray, model: str, delay_s: float = 0.0)
     out["text"] = " ".join(t["text"] for t in done)
     out["turn_latency"] = [t["completed"] - t["end"] for t in done if "end" in t]
     out["first_delta"] = [t["first_delta"] - t["start"] for t in done if "first_delta" in t]
-    out["turns"] = len(done)
+    out["turns"], out["turns_started"] = len(done), len(order)
     return out
 
 
@@ -225,6 +225,8 @@ def level_row(server: str, n: int, results: list[dict], inputs: list[tuple[np.nd
     return {
         "server": server, "sessions": n, "served": len(served), "refused": n - len(served),
         "turns": sum(r["turns"] for r, _, _ in served),
+        # turns whose speech the server VAD reported started but that never reached `completed` in the session
+        "turns_unfinished": sum(r.get("turns_started", r["turns"]) - r["turns"] for r, _, _ in served),
         "turn_latency_p50_s": pct(lat, 50), "turn_latency_p95_s": pct(lat, 95),
         "turn_latency_max_s": round(max(lat), 3) if lat else None,
         "first_delta_p50_s": pct(first, 50), "first_delta_p95_s": pct(first, 95),
@@ -235,6 +237,9 @@ def level_row(server: str, n: int, results: list[dict], inputs: list[tuple[np.nd
         "load_avg": round(os.getloadavg()[0], 1),
         "cpu_per_s": round(cpu_per_s, 2), "gateway_cpu_per_s": gateway_cpu_per_s,
         "refusals": sorted({r["refused"] for r in results if r["refused"]}),
+        # each served session's WER, live and uploaded: where a level's gap comes from
+        "session_wer": [[round(error_rate([ref], [r["text"]], "en"), 3),
+                         None if up is None else round(error_rate([ref], [up], "en"), 3)] for r, ref, up in served],
     }
 
 
@@ -335,7 +340,8 @@ def report(out: Path, summary: dict) -> None:
              "silence server VAD waits for). First delta: from the start of the speech to the turn's first "
              "`delta`. WER: the joined `completed` transcripts; upload: the same audio uploaded whole. CPU: "
              "seconds of CPU per second of wall time, tritonserver and gateway together (of 2 cores). Closed: sessions "
-             "that ended early (a client's keepalive gives up after 20 s held back). Load avg: the machine's 1-minute "
+             "that ended early (a client's keepalive gives up after 20 s held back). Unfinished: turns whose speech "
+             "the server reported started that never reached `completed`. Load avg: the machine's 1-minute "
              "load at the end of the level (other work on the machine included).", ""]
     if summary.get("peer"):
         lines += [f"WhisperLive rows (benchmarks/whisperlive.py; {summary['peer_settings']}): a turn is one of its "
@@ -351,7 +357,8 @@ def report(out: Path, summary: dict) -> None:
     num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for r in summary["live"] + (summary.get("peer") or []):
         cpu = f"{r['cpu_per_s']:.2f}" + ("" if r["gateway_cpu_per_s"] is None else f" ({r['gateway_cpu_per_s']:.2f})")
-        lines.append(f"| {r['server']} | {r['sessions']} | {r['refused']} | {r['turns']} | "
+        turns = f"{r['turns']}" + (f" ({r['turns_unfinished']} unfinished)" if r.get("turns_unfinished") else "")
+        lines.append(f"| {r['server']} | {r['sessions']} | {r['refused']} | {turns} | "
                      f"{fmt(r['turn_latency_p50_s'])} / {fmt(r['turn_latency_p95_s'])} / {fmt(r['turn_latency_max_s'])} "
                      f"| {fmt(r['first_delta_p50_s'])} / {fmt(r['first_delta_p95_s'])} | {num(r['wer'])} | "
                      f"{num(r['wer_upload'])} | {r['errors']} | {r['closed']} | {cpu} | {r['load_avg']} |")
