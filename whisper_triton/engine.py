@@ -371,7 +371,7 @@ class WhisperEngine:
         if missing:
             fresh = np.array(run(missing, to_cpu=True))
             for job, row in zip(missing, fresh):
-                job.encoded = row
+                job.encoded = row.copy()  # its own array: a row kept for a retry must not hold its whole batch alive
             if len(missing) == len(batch):
                 return ctranslate2.StorageView.from_array(fresh)
         return ctranslate2.StorageView.from_array(np.stack([j.encoded for j in batch]))
