@@ -337,13 +337,15 @@ class WhisperEngine:
     @staticmethod
     def _release_encodings(jobs: list[_Job]) -> None:
         """Keeps the encoder outputs of windows that will be decoded again (their verdict is RETRY), at most
-        ``KEPT_ENCODINGS`` of them; drops the rest."""
+        ``KEPT_ENCODINGS`` of them, each as its own array; drops the rest."""
         kept = 0
         for job in jobs:
             if job.encoded is None:
                 continue
             if job.verdict is Verdict.RETRY and kept < KEPT_ENCODINGS:
                 kept += 1
+                if job.encoded.base is not None:  # a row of its batch's output: keep the row, not the whole batch
+                    job.encoded = job.encoded.copy()
             else:
                 job.encoded = None
 
@@ -371,7 +373,7 @@ class WhisperEngine:
         if missing:
             fresh = np.array(run(missing, to_cpu=True))
             for job, row in zip(missing, fresh):
-                job.encoded = row.copy()  # its own array: a row kept for a retry must not hold its whole batch alive
+                job.encoded = row
             if len(missing) == len(batch):
                 return ctranslate2.StorageView.from_array(fresh)
         return ctranslate2.StorageView.from_array(np.stack([j.encoded for j in batch]))

@@ -253,3 +253,16 @@ def test_a_requests_context_overrides_trim_languages(monkeypatch):
     engine, generator = make_engine(monkeypatch, lambda window, call: [ts(0), 1, ts(4)], trim_languages="*")
     engine.transcribe([TranscriptionRequest(audio(0, 4), Options(language="en", context="full"))])
     assert [c.full for _, c in generator.calls] == [True]
+
+
+def test_a_kept_encoder_output_is_its_own_array_not_a_row_of_its_batch():
+    """The ``KEPT_ENCODINGS`` bound is in memory, not only in count: a window kept for a retry must not hold
+    its batch partners' outputs alive through a view of the batch's array."""
+    batch = np.zeros((2, 4, 3), np.float32)
+    retry, done = (engine_module._Job(request=k, start=0, end=16000, audio=np.zeros(16000, np.float32), language="en",
+                                      task="transcribe", prompt_tokens=[], beam_size=5, temperature=0.0,
+                                      word_timestamps=False, encoded=batch[k]) for k in range(2))
+    done.attempt = engine_module.Attempt(engine_module.Verdict.OK, False, -0.1)
+    engine_module.WhisperEngine._release_encodings([retry, done])
+    assert done.encoded is None
+    assert retry.encoded.base is None and np.array_equal(retry.encoded, batch[0])
