@@ -226,7 +226,9 @@ def level_row(server: str, n: int, results: list[dict], inputs: list[tuple[np.nd
         "server": server, "sessions": n, "served": len(served), "refused": n - len(served),
         "turns": sum(r["turns"] for r, _, _ in served),
         # turns whose speech the server VAD reported started but that never reached `completed` in the session
-        "turns_unfinished": sum(r.get("turns_started", r["turns"]) - r["turns"] for r, _, _ in served),
+        # (None for a peer whose protocol has no such event: not measured, rather than zero)
+        "turns_unfinished": (sum(r["turns_started"] - r["turns"] for r, _, _ in served)
+                             if all("turns_started" in r for r, _, _ in served) else None),
         "turn_latency_p50_s": pct(lat, 50), "turn_latency_p95_s": pct(lat, 95),
         "turn_latency_max_s": round(max(lat), 3) if lat else None,
         "first_delta_p50_s": pct(first, 50), "first_delta_p95_s": pct(first, 95),
